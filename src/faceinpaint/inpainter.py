@@ -1,0 +1,259 @@
+"""Inpainter: the one path from a weights name or model dir to completed images.
+
+The tensor convention, used everywhere in faceinpaint:
+    image      float (B, 3, H, W), RGB, in [-1, 1]
+    mask       float (B, 1, H, W), 1 = hole (to be filled), 0 = known
+    reference  like image: another photo of the same person, for reference-guided models
+uint8 arrays, PIL images and files appear only at the edges: here, in images.py, the CLI and the server.
+Mask files and uint8 masks: a value above 127 is a hole; float masks: above 0.5.
+
+A model dir holds `config.json` ({"arch", "args", "resolution", ...}), `model.safetensors` (the generator's
+weights) and `README.md` (the model card). `from_pretrained` is its only reader; `save_pretrained` its writer.
+"""
+
+import json
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from faceinpaint import __version__
+from faceinpaint.classical import CLASSICAL_METHODS
+from faceinpaint.errors import InpaintError
+from faceinpaint.images import mask_to_bool, restore_mode, tensor_to_uint8, uint8_to_tensor
+from faceinpaint.models import ARCHITECTURES
+from faceinpaint.weights import resolve
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InpaintError(f"device {device!r}: CUDA is not available on this machine; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise InpaintError(f"unknown device {device!r}; use cpu, cuda or auto")
+    return torch.device(device)
+
+
+def _mask_tensor(mask, size: tuple[int, int], batch: int) -> torch.Tensor:
+    """Any accepted mask form -> bool (B, 1, H, W), True = hole, checked against the image size (H, W)."""
+    if isinstance(mask, Image.Image):
+        mask = mask_to_bool(mask)
+    if isinstance(mask, (list, tuple)):
+        return torch.cat([_mask_tensor(m, size, 1) for m in mask])
+    if isinstance(mask, np.ndarray):
+        hole = mask > 127 if mask.dtype == np.uint8 else (mask > 0.5)
+        hole = torch.from_numpy(np.ascontiguousarray(hole))
+        if hole.ndim == 3 and hole.shape[-1] == 1:  # (H, W, 1)
+            hole = hole[..., 0]
+    elif isinstance(mask, torch.Tensor):
+        hole = mask > 0.5
+    else:
+        raise InpaintError(f"mask: expected a PIL image, numpy array or tensor, got {type(mask).__name__}")
+    while hole.ndim < 4:  # (H, W) or (B, H, W) -> (B, 1, H, W)
+        hole = hole.unsqueeze(0 if hole.ndim < 3 else 1)
+    if hole.ndim != 4 or hole.shape[1] != 1:
+        raise InpaintError(f"mask: expected shape (H, W), (B, H, W) or (B, 1, H, W), got {tuple(mask.shape)}")
+    if tuple(hole.shape[-2:]) != size:
+        raise InpaintError(
+            f"mask is {hole.shape[-1]}x{hole.shape[-2]} but the image is {size[1]}x{size[0]}; they must match"
+        )
+    if hole.shape[0] == 1 and batch > 1:
+        hole = hole.expand(batch, -1, -1, -1)
+    if hole.shape[0] != batch:
+        raise InpaintError(f"mask batch of {hole.shape[0]} does not match the image batch of {batch}")
+    return hole.cpu()
+
+
+def _image_tensor(image) -> torch.Tensor:
+    """Any accepted image form -> float (B, 3, H, W) in [-1, 1] on the CPU."""
+    if isinstance(image, Image.Image):
+        return uint8_to_tensor(np.asarray(image.convert("RGB"))[None])
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.shape[-1] != 3 or image.ndim not in (3, 4):
+            raise InpaintError(
+                f"image: numpy input must be uint8 (H, W, 3) or (B, H, W, 3), got {image.dtype} {image.shape}"
+            )
+        return uint8_to_tensor(image if image.ndim == 4 else image[None])
+    if isinstance(image, torch.Tensor):
+        if not image.is_floating_point() or image.ndim not in (3, 4) or image.shape[-3] != 3:
+            raise InpaintError(
+                f"image: tensor input must be float (3, H, W) or (B, 3, H, W) in [-1, 1], got "
+                f"{image.dtype} {tuple(image.shape)}"
+            )
+        return (image if image.ndim == 4 else image[None]).detach().float().cpu()
+    raise InpaintError(f"image: expected a PIL image, numpy array or tensor, got {type(image).__name__}")
+
+
+class Inpainter:
+    """Completes the holes of face images with a trained model or a classical method.
+
+    Build it with `Inpainter.from_pretrained(name_or_dir)`; call it with images and masks in any of the forms
+    below. Networks run at their training resolution (the image is padded to a square and resized); the result
+    is resized back and composited at full resolution, so pixels outside the mask are returned unchanged, byte
+    for byte for uint8 / PIL input.
+    """
+
+    def __init__(self, name: str, config: dict, model: nn.Module | None = None, device: str = "auto"):
+        """Wrap a generator (or, with `model=None`, the classical method `config["method"]`); see from_pretrained."""
+        self.name = name
+        self.config = config
+        self.device = _device(device)
+        self.model = model.to(self.device).eval() if model is not None else None
+        self.resolution = config.get("resolution")
+        self.uses_reference = bool(config.get("reference", False))
+        self.batch_size = 8
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | Path, device: str = "auto") -> "Inpainter":
+        """Load a model dir, an installed model by name, or a classical method (telea, navier-stokes, biharmonic).
+
+        Args:
+            name_or_dir: a name listed by `faceinpaint models`, or the path of a model dir.
+            device: "cpu", "cuda" or "auto" (CUDA when available).
+        Returns:
+            An Inpainter in inference mode. A weights file whose keys or shapes differ from the architecture
+            in config.json is an error (strict loading).
+        """
+        found = resolve(name_or_dir)
+        if isinstance(found, str):
+            return cls(found, {"arch": "classical", "method": found}, None, device)
+        try:
+            config = json.loads((found / "config.json").read_text())
+            architecture = ARCHITECTURES[config["arch"]]
+            model = architecture(**config.get("args", {}))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise InpaintError(f"weights {found}: config.json is invalid ({type(error).__name__}: {error})") from None
+        try:
+            state = load_file(found / "model.safetensors")
+        except (SafetensorError, OSError) as error:
+            raise InpaintError(f"weights {found}: cannot read model.safetensors ({error})") from None
+        expected = model.state_dict()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise InpaintError(
+                f"weights {found}: do not match {config['arch']}: {len(missing)} missing keys {missing[:3]}, "
+                f"{len(unexpected)} unexpected keys {unexpected[:3]}"
+            )
+        wrong = [key for key in expected if expected[key].shape != state[key].shape]
+        if wrong:
+            raise InpaintError(f"weights {found}: wrong shapes for {wrong[:3]} (does config.json's args match?)")
+        model.load_state_dict(state, strict=True)
+        return cls(found.name, config, model.float(), device)
+
+    @classmethod
+    def from_config(cls, arch: str, args: dict, resolution: int, device: str = "auto", **extra) -> "Inpainter":
+        """A freshly initialised network (random weights): for training, tests and speed benchmarks."""
+        if arch not in ARCHITECTURES:
+            raise InpaintError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
+        if resolution % 8:
+            raise InpaintError(f"resolution must be a multiple of 8, got {resolution}")
+        config = {"arch": arch, "args": args, "resolution": resolution, **extra}
+        return cls(arch, config, ARCHITECTURES[arch](**args), device)
+
+    def save_pretrained(
+        self, out_dir: str | Path, card: str | None = None, dtype: torch.dtype = torch.float16
+    ) -> Path:
+        """Write a model dir (config.json, model.safetensors, README.md) atomically; refuse to replace one."""
+        if self.model is None:
+            raise InpaintError(f"{self.name} is a classical method: there are no weights to save")
+        out_dir = Path(out_dir)
+        if out_dir.exists():
+            raise InpaintError(f"{out_dir} already exists; choose a new folder (model dirs are never overwritten)")
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        config = {**self.config, "mask": "1=hole", "range": [-1, 1], "faceinpaint": __version__}
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        try:
+            state = {
+                key: value.detach().to("cpu", dtype).contiguous() for key, value in self.model.state_dict().items()
+            }
+            save_file(state, staging / "model.safetensors", metadata={"arch": config["arch"]})
+            (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+            (staging / "README.md").write_text(card or f"# {out_dir.name}\n\nArchitecture `{config['arch']}`.\n")
+            staging.rename(out_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return out_dir
+
+    @torch.inference_mode()
+    def __call__(self, image, mask, reference=None):
+        """Inpaint the holes of `image` given by `mask`.
+
+        Args:
+            image: a PIL image (any mode; RGBA / L / LA come back in their mode), a list of them, a uint8 numpy
+                array (H, W, 3) or (B, H, W, 3), or a float tensor (3, H, W) or (B, 3, H, W) in [-1, 1].
+            mask: the same size as the image: a PIL image (alpha for RGBA / LA, else grey > 127 = hole), a
+                numpy array (bool, uint8 > 127 or float > 0.5 = hole) or tensor (> 0.5 = hole), shaped (H, W),
+                (B, H, W) or (B, 1, H, W); a single mask applies to every image of a batch.
+            reference: for reference-guided models, a photo of the same person (any image form); others ignore it.
+        Returns:
+            The completed image(s) in the form of `image`; outside the mask identical to the input.
+        """
+        if isinstance(image, (list, tuple)):
+            masks = mask if isinstance(mask, (list, tuple)) else [mask] * len(image)
+            references = reference if isinstance(reference, (list, tuple)) else [reference] * len(image)
+            return [self(one, m, r) for one, m, r in zip(image, masks, references, strict=True)]
+        pixels = _image_tensor(image)
+        hole = _mask_tensor(mask, tuple(pixels.shape[-2:]), pixels.shape[0])
+        if not hole.any():
+            warnings.warn("the mask is empty: nothing to inpaint, the input is returned unchanged", stacklevel=2)
+            return image.copy() if hasattr(image, "copy") else image.clone()
+        if hole.flatten(1).all(dim=1).any():
+            raise InpaintError("the mask covers the whole image: no known pixel is left to inpaint from")
+        if reference is not None and not self.uses_reference:
+            warnings.warn(f"{self.name} does not use a reference image; it is ignored", stacklevel=2)
+            reference = None
+        completed = self.complete(pixels, hole, None if reference is None else _image_tensor(reference))
+
+        if isinstance(image, torch.Tensor):
+            result = torch.where(hole, completed, pixels).to(image.dtype)
+            return result if image.ndim == 4 else result[0]
+        completed = tensor_to_uint8(completed)
+        if isinstance(image, Image.Image):
+            return restore_mode(completed[0], image, hole[0, 0].numpy())
+        original = image if image.ndim == 4 else image[None]
+        result = np.where(hole.permute(0, 2, 3, 1).numpy(), completed, original)
+        return result if image.ndim == 4 else result[0]
+
+    def complete(self, image: torch.Tensor, hole: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """The method's output for the whole image (B, 3, H, W) in [-1, 1], before compositing; hole is bool."""
+        if self.model is None:
+            method = CLASSICAL_METHODS[self.config["method"]]
+            images, holes = tensor_to_uint8(image), hole[:, 0].numpy()
+            return uint8_to_tensor(np.stack([method(one, h) for one, h in zip(images, holes, strict=True)]))
+        return torch.cat(
+            [
+                self._run_network(
+                    image[i : i + self.batch_size],
+                    hole[i : i + self.batch_size],
+                    None if reference is None else reference[i : i + self.batch_size],
+                )
+                for i in range(0, image.shape[0], self.batch_size)
+            ]
+        )
+
+    def _run_network(self, image: torch.Tensor, hole: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
+        """Pad to a square, resize to the network's resolution, run, and resize the output back."""
+        height, width = image.shape[-2:]
+        side, size = max(height, width), (self.resolution, self.resolution)
+        x = F.pad(image.to(self.device), (0, side - width, 0, side - height), mode="replicate")
+        m = F.pad(hole.to(self.device).float(), (0, side - width, 0, side - height))
+        if side != self.resolution:
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+            m = (F.interpolate(m, size=size, mode="area") > 0).float()  # any covered pixel stays a hole
+        inputs = [x * (1.0 - m), m]
+        if reference is not None:
+            inputs.append(F.interpolate(reference.to(self.device), size=size, mode="bilinear", antialias=True))
+        out = self.model(*inputs)[-1].float()
+        if side != self.resolution:
+            out = F.interpolate(out, size=(side, side), mode="bicubic", align_corners=False).clamp(-1.0, 1.0)
+        return out[:, :, :height, :width].cpu()

@@ -1,0 +1,8 @@
+"""The registry of generator architectures: the `arch` of a model dir's config.json names one of these."""
+
+from faceinpaint.models.deepfill import DeepFillV2
+from faceinpaint.models.discriminator import SNPatchGAN
+
+ARCHITECTURES = {"deepfillv2": DeepFillV2}
+
+__all__ = ["ARCHITECTURES", "DeepFillV2", "SNPatchGAN"]

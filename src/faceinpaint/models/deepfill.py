@@ -1,0 +1,95 @@
+"""DeepFillv2: the two-stage free-form inpainting generator with gated convolutions."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from faceinpaint.models.layers import ContextualAttention, GatedConv2d, GatedUpConv2d
+
+
+def _dilated_stack(channels: int) -> list[nn.Module]:
+    """Four 3x3 gated convolutions with atrous rates 2, 4, 8 and 16: the large receptive field of both stages."""
+    return [GatedConv2d(channels, channels, 3, dilation=rate) for rate in (2, 4, 8, 16)]
+
+
+def _decoder(in_channels: int, base: int) -> nn.Sequential:
+    """Two gated convs at 1/4 resolution, two upsamplings back to full size, and a plain conv to RGB."""
+    return nn.Sequential(
+        GatedConv2d(in_channels, 4 * base),
+        GatedConv2d(4 * base, 4 * base),
+        GatedUpConv2d(4 * base, 2 * base),
+        GatedConv2d(2 * base, 2 * base),
+        GatedUpConv2d(2 * base, base),
+        GatedConv2d(base, base // 2),
+        nn.Conv2d(base // 2, 3, 3, padding=1),  # output layer: no gate, tanh applied by the caller
+    )
+
+
+class DeepFillV2(nn.Module):
+    """DeepFillv2 generator (Yu et al., "Free-Form Image Inpainting with Gated Convolution", ICCV 2019).
+
+    Coarse stage: an encoder-decoder of gated convolutions with a dilated middle. Refinement stage: the coarse
+    result pasted into the hole feeds two encoders, one dilated and one ending in contextual attention, whose
+    features are concatenated and decoded. Layer for layer the authors' release; at `width=48` it has 4.05M
+    parameters (coarse stage 1.63M).
+
+    `forward(image, mask)` takes `image` (B, 3, H, W) in [-1, 1] and `mask` (B, 1, H, W), 1 = hole, H and W
+    multiples of 8, and returns `(coarse, refined)`, both (B, 3, H, W) in [-1, 1] over the whole image (not yet
+    composited with the known pixels). Pixels under the hole are ignored.
+    """
+
+    def __init__(
+        self,
+        width: int = 48,  # the paper's cnum: output channels of the first convolution before gating
+    ):
+        super().__init__()
+        if width % 4:
+            raise ValueError(f"width must be a multiple of 4, got {width}")
+        base = width // 2  # channels after gating at full resolution
+        self.coarse = nn.Sequential(
+            GatedConv2d(5, base, 5),  # masked RGB + ones + mask
+            GatedConv2d(base, 2 * base, 3, stride=2),
+            GatedConv2d(2 * base, 2 * base),
+            GatedConv2d(2 * base, 4 * base, 3, stride=2),
+            GatedConv2d(4 * base, 4 * base),
+            GatedConv2d(4 * base, 4 * base),
+            *_dilated_stack(4 * base),
+            _decoder(4 * base, base),
+        )
+        self.refine_conv = nn.Sequential(
+            GatedConv2d(3, base, 5),
+            GatedConv2d(base, base, 3, stride=2),
+            GatedConv2d(base, 2 * base),
+            GatedConv2d(2 * base, 2 * base, 3, stride=2),
+            GatedConv2d(2 * base, 4 * base),
+            GatedConv2d(4 * base, 4 * base),
+            *_dilated_stack(4 * base),
+        )
+        self.refine_attention_encoder = nn.Sequential(
+            GatedConv2d(3, base, 5),
+            GatedConv2d(base, base, 3, stride=2),
+            GatedConv2d(base, 2 * base),
+            GatedConv2d(2 * base, 4 * base, 3, stride=2),
+            GatedConv2d(4 * base, 4 * base),
+            GatedConv2d(4 * base, 4 * base, activation="relu"),
+        )
+        self.attention = ContextualAttention(patch_size=3, rate=2, fuse_size=3, softmax_scale=10.0)
+        self.refine_attention_decoder = nn.Sequential(
+            GatedConv2d(4 * base, 4 * base),
+            GatedConv2d(4 * base, 4 * base),
+        )
+        self.refine_decoder = _decoder(8 * base, base)
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = mask.to(image.dtype)
+        known = image * (1.0 - mask)
+        ones = torch.ones_like(mask)
+        coarse = torch.tanh(self.coarse(torch.cat([known, ones, mask], dim=1)))  # input (B, 5, H, W)
+
+        pasted = coarse * mask + known
+        dilated = self.refine_conv(pasted)  # (B, 4*base, H/4, W/4)
+        features = self.refine_attention_encoder(pasted)
+        small_mask = F.max_pool2d(mask, 4)  # a cell is a hole if any of its pixels is
+        features = self.refine_attention_decoder(self.attention(features, features, small_mask))
+        refined = torch.tanh(self.refine_decoder(torch.cat([dilated, features], dim=1)))
+        return coarse, refined
