@@ -114,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(demo)
     demo.add_argument("--out-dir", type=Path, default=Path("demo"), help="where to write (default: demo)")
     demo.set_defaults(func=cmd_demo)
+
+    data = commands.add_parser(
+        "data",
+        help="prepare training and evaluation data (file lists, splits, mask sets)",
+        description="Prepare training and evaluation data.",
+        epilog="example:\n  faceinpaint data masks --kind deepfill --count 100 --size 256 --seed 0 --out masks/",
+        formatter_class=formatter,
+    )
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    del data_commands  # each `data` command adds its own parser here
     return parser
 
 
