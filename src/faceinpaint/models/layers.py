@@ -57,10 +57,12 @@ class ContextualAttention(nn.Module):
     the diagonal with an identity kernel, once in row-major and once in column-major order, as in the authors'
     release) so that coherent neighbourhoods win, turned into weights by a softmax with temperature
     `softmax_scale`, and the output pastes the matching raw background patches (2*rate wide, at full resolution)
-    with a transposed convolution. Weights on patches that touch the hole are exactly zero, so nothing is ever
-    borrowed from the hole. The mask is reduced with max-pooling (any hole pixel makes a cell a hole), which is
-    what makes "touches the hole" hold for the full-resolution raw patches too. Computed in float32 even under
-    autocast: the softmax over a few thousand patches needs it. It has no learnable parameters.
+    with a transposed convolution. Weights on patches that touch the hole are exactly zero and their scores are
+    left out of the fusion (the release fused them in), so the output never depends on what the hole holds.
+    The mask is reduced with max-pooling (any hole pixel makes a cell a hole), which is what makes "touches the
+    hole" hold for the full-resolution raw patches too. Both sides are normalised (the paper's cosine; the release
+    normalised only the background). Computed in float32 even under autocast: the softmax over a few thousand
+    patches needs it. It has no learnable parameters.
     """
 
     def __init__(
@@ -105,11 +107,12 @@ class ContextualAttention(nn.Module):
         bg_patches = bg_patches / bg_patches.norm(dim=1, keepdim=True).clamp_min(1e-4)
         scores = torch.bmm(fg_patches.transpose(1, 2), bg_patches)
 
+        # Only background patches with no hole pixel may be borrowed: (B, 1, Lb). Their scores are zeroed before
+        # fusion too, so that not even the choice among known patches depends on what the hole holds.
+        known = F.unfold(small_hole, self.patch_size, padding=pad).amax(dim=1, keepdim=True) == 0
+        scores = scores * known
         if self.fuse_size > 1:
             scores = self._fuse(scores, h, w)
-
-        # Only background patches with no hole pixel may be borrowed: (B, 1, Lb).
-        known = F.unfold(small_hole, self.patch_size, padding=pad).amax(dim=1, keepdim=True) == 0
         scores = scores.masked_fill(~known, -1e9)
         weights = torch.softmax(scores * self.softmax_scale, dim=2) * known  # all zero if nothing is known
 

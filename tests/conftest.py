@@ -1,0 +1,30 @@
+"""Shared fixtures: tiny models and generated or package-shipped images; no network, no ../shared."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from faceinpaint.demo import load_sample
+from faceinpaint.inpainter import Inpainter
+
+
+@pytest.fixture
+def tiny_inpainter() -> Inpainter:
+    """A seeded DeepFillv2 of width 8 at 32x32 with random weights: fast, deterministic, exercises every path."""
+    torch.manual_seed(0)
+    return Inpainter.from_config("deepfillv2", {"width": 8}, 32, device="cpu")
+
+
+@pytest.fixture
+def face() -> tuple[Image.Image, np.ndarray]:
+    """The bundled demo sample: the astronaut's face (256x256 RGB) and its bool hole mask."""
+    return load_sample()
+
+
+@pytest.fixture
+def square_hole() -> np.ndarray:
+    """A 256x256 bool mask with a 64x80 hole."""
+    hole = np.zeros((256, 256), bool)
+    hole[100:164, 90:170] = True
+    return hole
