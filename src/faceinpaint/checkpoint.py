@@ -1,0 +1,137 @@
+"""Training state on disk (save, list, prune, load) and its export to a model dir with a filled-in model card."""
+
+import json
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+from faceinpaint.atomic import atomic_write
+from faceinpaint.config import dump_config, from_dict
+from faceinpaint.errors import InpaintError
+from faceinpaint.inpainter import Inpainter
+
+CHECKPOINT_NAME = re.compile(r"step-(\d+)\.pt$")
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return run_dir / "checkpoints" / f"step-{step:07d}.pt"
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename: a checkpoint is whole or absent."""
+    with atomic_write(path) as stream:
+        torch.save(state, stream)
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every checkpoint of a run, oldest first."""
+    folder = run_dir / "checkpoints"
+    found = [(int(m.group(1)), p) for p in folder.glob("step-*.pt") if (m := CHECKPOINT_NAME.search(p.name))]
+    return sorted(found)
+
+
+def prune_checkpoints(run_dir: Path, keep: int, keep_every: int) -> None:
+    """Delete all but the last `keep` checkpoints, sparing multiples of `keep_every` (the progress figure's)."""
+    found = list_checkpoints(run_dir)
+    for step, path in found[: max(0, len(found) - keep)]:
+        if not (keep_every and step % keep_every == 0):
+            path.unlink(missing_ok=True)
+
+
+def find_checkpoint(run_dir_or_file: str | Path) -> Path:
+    """A checkpoint file as given, or the latest one of a run dir."""
+    path = Path(run_dir_or_file)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise InpaintError(f"{path}: no such run dir or checkpoint")
+    found = list_checkpoints(path)
+    if not found:
+        raise InpaintError(f"run dir {path} holds no checkpoint (checkpoints/step-*.pt)")
+    return found[-1][1]
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a training checkpoint (tensors and plain data only: weights_only loading)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise InpaintError(f"checkpoint {path}: cannot read it ({type(error).__name__}); is it complete?") from None
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    return checkpoint.parent.parent
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """Every record of a run's metrics.jsonl (training logs and validations), in order."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _card(name: str, state: dict, run_dir: Path) -> str:
+    """A model card filled from the run: data, recipe, steps, hardware, speed and validation metrics."""
+    config = from_dict(state["config"])
+    records = read_metrics(run_dir)
+    train_logs = [r for r in records if r.get("kind") == "train"]
+    validations = [r for r in records if r.get("kind") == "val"]
+    speed = train_logs[-1].get("it_per_s") if train_logs else None
+    hardware = state.get("hardware", "unknown")
+    lines = [
+        f"# {name}",
+        "",
+        f"DeepFillv2-style inpainting generator (`{config.model.arch}`, width {config.model.width}) at "
+        f"{config.model.resolution}x{config.model.resolution}; the exponential moving average of the generator.",
+        "",
+        "## Training",
+        f"- data: train `{config.data.train}`, validation `{config.data.val or 'none'}`; masks: "
+        f"{', '.join(config.data.masks)} (one per sample)",
+        f"- steps: {state['step']} at batch {config.train.batch_size} x {state.get('world_size', 1)} process(es)",
+        f"- hardware: {hardware}",
+        f"- wall time: {state.get('wall_seconds', 0.0) / 3600:.2f} h; speed at the end: "
+        f"{f'{speed:.2f} it/s' if speed else 'not logged'}",
+        f"- exported from `{run_dir}` by `faceinpaint export-weights` (faceinpaint on {platform.python_version()})",
+        "",
+        "## Validation (fixed subset, fixed DeepFillv2 masks, EMA generator)",
+    ]
+    if validations:
+        last = validations[-1]
+        lines += ["| step | hole L1 | hole PSNR (dB) |", "|---|---|---|"]
+        lines += [f"| {r['step']} | {r['hole_l1']:.4f} | {r['hole_psnr']:.2f} |" for r in validations[-5:]]
+        lines += ["", f"Last validation at step {last['step']}."]
+    else:
+        lines.append("No validation was run.")
+    lines += ["", "## Recipe", "```yaml", dump_config(config).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def inpainter_from_checkpoint(state: dict, device: str = "cpu") -> Inpainter:
+    """The EMA generator of a loaded checkpoint, ready to inpaint."""
+    config = from_dict(state["config"])
+    inpainter = Inpainter.from_config(
+        config.model.arch, {"width": config.model.width}, config.model.resolution, device=device
+    )
+    inpainter.model.load_state_dict(state["ema"], strict=True)
+    return inpainter
+
+
+def export_weights(run_dir_or_checkpoint: str | Path, out_dir: str | Path, fp16: bool = True) -> Path:
+    """Turn a run's latest checkpoint (or a given one) into a model dir: EMA generator, config.json, model card.
+
+    Args:
+        run_dir_or_checkpoint: a run dir (its latest checkpoint is used) or a checkpoint file.
+        out_dir: the new model dir; must not exist.
+        fp16: store the weights as float16 (they load into a float32 model).
+    Returns:
+        out_dir, loadable with `Inpainter.from_pretrained`.
+    """
+    checkpoint = find_checkpoint(run_dir_or_checkpoint)
+    state = load_checkpoint(checkpoint)
+    inpainter = inpainter_from_checkpoint(state)
+    out_dir = Path(out_dir)
+    card = _card(out_dir.name, state, run_dir_of(checkpoint))
+    return inpainter.save_pretrained(out_dir, card=card, dtype=torch.float16 if fp16 else torch.float32)

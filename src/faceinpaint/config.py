@@ -1,0 +1,168 @@
+"""Experiment configs: one flat YAML per experiment -> frozen, typed dataclasses; `--set section.key=value` overrides.
+
+No includes, interpolation or type strings: a variant is a copied file. An unknown section or key is an error that
+lists the valid ones, and every value is checked against its field's type.
+"""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from faceinpaint.errors import InpaintError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "deepfillv2"  # key of faceinpaint.models.ARCHITECTURES
+    width: int = 48  # the paper's cnum
+    resolution: int = 256  # training and inference size, a multiple of 8
+    discriminator_width: int = 64  # SN-PatchGAN's first layer
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str = ""  # a .flist, a folder or a .zip of training images
+    val: str = ""  # the same for validation (held-out identities); empty: no validation
+    masks: tuple[str, ...] = ("deepfill",)  # mask kinds (faceinpaint.masks), one drawn per sample
+    flip: bool = True  # random horizontal flips
+    resident: bool = True  # decode once and keep the set as uint8 on the training device
+    workers: int = 4  # decoding threads
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 16  # per process
+    lr: float = 1e-4  # Adam, both networks
+    betas: tuple[float, float] = (0.5, 0.999)
+    l1_coarse: float = 1.0  # weight of L1(coarse, ground truth) over the whole image
+    l1_refined: float = 1.0  # weight of L1(refined, ground truth)
+    gan: float = 1.0  # weight of the hinge adversarial term for the generator
+    ema: float = 0.999  # decay of the generator's exponential moving average (the exported weights)
+    max_steps: int = 100_000
+    seed: int = 0
+    bf16: bool = True  # autocast on CUDA; the CPU always runs float32
+    compile: bool = False  # torch.compile both networks
+    channels_last: bool = True
+    log_every: int = 50
+    sample_every: int = 1000  # image grids
+    val_every: int = 1000
+    val_images: int = 64  # fixed validation subset, each with a fixed DeepFillv2 mask
+    save_every: int = 2000
+    keep_checkpoints: int = 3  # the last K are kept...
+    keep_every: int = 0  # ...plus every multiple of this step (0: none), for the progress figure
+    run_root: str = "runs"
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str = "experiment"  # the config file's stem: run dirs are runs/<number>-<name>
+
+    def to_dict(self) -> dict:
+        plain = dataclasses.asdict(self)
+        return {key: plain[key] for key in ("model", "data", "train")}
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def _coerce(value, kind, where: str):
+    """Check `value` against the annotation `kind`; ints are accepted for floats and lists for tuples."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise InpaintError(f"{where}: expected a list, got {value!r}")
+        if args[-1] is Ellipsis:
+            return tuple(_coerce(v, args[0], where) for v in value)
+        if len(value) != len(args):
+            raise InpaintError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"{where}: union fields are not supported")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InpaintError(f"{where}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _section(name: str, values: dict) -> object:
+    cls = SECTIONS[name]
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise InpaintError(f"unknown key {name}.{unknown[0]}; valid keys in {name}: {', '.join(hints)}")
+    return cls(**{key: _coerce(value, hints[key], f"{name}.{key}") for key, value in values.items()})
+
+
+def from_dict(data: dict, name: str = "experiment") -> Config:
+    """Build a Config from nested dicts ({"model": {...}, ...}), checking every section, key and type."""
+    if not isinstance(data, dict):
+        raise InpaintError("a config must be a mapping of sections (model, data, train)")
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise InpaintError(f"unknown section {unknown[0]!r}; valid sections: {', '.join(SECTIONS)}")
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise InpaintError(f"section {section!r} must be a mapping of keys to values")
+    return Config(**{section: _section(section, data.get(section) or {}) for section in SECTIONS}, name=name)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `section.key=value` strings (values parsed as YAML) to nested dicts."""
+    data = {section: dict(values or {}) for section, values in data.items()}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise InpaintError(f"--set {item!r}: expected section.key=value, e.g. train.lr=2e-4")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        data.setdefault(section, {})[name] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML experiment config, apply `--set` overrides, and return it typed and frozen.
+
+    Args:
+        path: a YAML file with the sections model, data and train (see configs/).
+        overrides: ["train.lr=2e-4", ...]; each must name an existing key and fit its type.
+    Returns:
+        The Config; its `name` is the file's stem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InpaintError(f"config {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise InpaintError(f"config {path}: not valid YAML ({' '.join(str(error).split())})") from None
+    if not isinstance(data, dict):
+        raise InpaintError(f"config {path}: expected sections model, data and train")
+    return from_dict(apply_overrides(data, overrides or []), name=path.stem)
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML, loadable by `load_config`."""
+    data = config.to_dict()
+    for section in data.values():
+        for key, value in section.items():
+            if isinstance(value, tuple):
+                section[key] = list(value)
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,182 @@
+"""The training loop on a tiny config: losses, exact resume, SIGTERM, DDP on two CPU processes, export, figures."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from PIL import Image
+
+from faceinpaint.checkpoint import export_weights, list_checkpoints, load_checkpoint, read_metrics
+from faceinpaint.cli import main
+from faceinpaint.config import dump_config, from_dict, load_config
+from faceinpaint.inpainter import Inpainter
+from faceinpaint.train import train
+
+
+def make_faces(folder: Path, count: int = 16, size: int = 32) -> Path:
+    """Smooth, varied synthetic 'faces': a bright ellipse on a gradient, so a tiny model can learn something."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:size, 0:size] / size
+    for number in range(count):
+        colour, background = rng.uniform(0.3, 1.0, 3), rng.uniform(0.0, 0.5, 3)
+        centre = rng.uniform(0.35, 0.65, 2)
+        inside = ((x - centre[0]) / 0.3) ** 2 + ((y - centre[1]) / 0.4) ** 2 < 1
+        pixels = np.where(inside[..., None], colour, background * (0.5 + y[..., None]))
+        Image.fromarray((pixels * 255).astype(np.uint8)).save(folder / f"{number:03d}.png")
+    return folder
+
+
+def tiny_config(tmp_path: Path, faces: int = 16, **train) -> dict:
+    folder = make_faces(tmp_path / "faces", count=faces)
+    return {
+        "model": {"arch": "deepfillv2", "width": 8, "resolution": 32, "discriminator_width": 8},
+        "data": {"train": str(folder), "val": str(folder), "masks": ["deepfill", "lama-thick"], "workers": 1,
+                 "flip": faces > 4},
+        "train": {"batch_size": 4, "lr": 1e-3, "max_steps": 20, "log_every": 1, "sample_every": 10,
+                  "val_every": 10, "val_images": 8, "save_every": 5, "keep_checkpoints": 2,
+                  "run_root": str(tmp_path / "runs"), **train},
+    }  # fmt: skip
+
+
+def _losses(run_dir: Path) -> list[tuple]:
+    return [(r["step"], r["loss_d"], r["l1_coarse"], r["l1_refined"]) for r in read_metrics(run_dir) if r["kind"] == "train"]
+
+
+def test_twenty_steps_give_finite_falling_losses_and_a_full_run_dir(tmp_path):
+    result = train(from_dict(tiny_config(tmp_path, faces=4), name="tiny"))  # one batch: L1 falls visibly
+    assert result.step == 20 and result.run_dir.name == "00000-tiny"
+    losses = _losses(result.run_dir)
+    assert len(losses) == 20 and np.isfinite(np.array(losses)).all()
+    refined = [loss[3] for loss in losses]
+    assert np.mean(refined[-5:]) < 0.95 * np.mean(refined[:5])
+    names = {p.name for p in result.run_dir.iterdir()}
+    assert {"config.yaml", "log.txt", "metrics.jsonl", "tensorboard", "checkpoints", "samples"} <= names
+    assert [step for step, _ in list_checkpoints(result.run_dir)] == [15, 20]  # the last two kept
+    assert load_config(result.run_dir / "config.yaml").to_dict() == from_dict(tiny_config(tmp_path, 4)).to_dict()
+    validations = [r for r in read_metrics(result.run_dir) if r["kind"] == "val"]
+    assert [r["step"] for r in validations] == [10, 20] and all(r["hole_psnr"] > 0 for r in validations)
+    assert Image.open(result.run_dir / "samples" / "step-0000010.png").size == (4 * 32, 4 * 32)
+    assert all(r["lr"] == 1e-3 and r["it_per_s"] > 0 for r in read_metrics(result.run_dir) if r["kind"] == "train")
+
+
+def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path):
+    config = tiny_config(tmp_path, max_steps=10, val_every=1000, sample_every=1000)
+    full = train(from_dict(config, name="full"))
+    config["train"]["max_steps"] = 5
+    first = train(from_dict(config, name="parts"))
+    config["train"]["max_steps"] = 10
+    resumed = train(from_dict(config, name="parts"), resume=first.run_dir)
+    assert resumed.run_dir == first.run_dir
+    assert _losses(resumed.run_dir) == _losses(full.run_dir)
+    for key, value in full.generator.state_dict().items():
+        assert torch.equal(value, resumed.generator.state_dict()[key])
+
+
+def test_sigterm_leaves_a_valid_last_checkpoint(tmp_path):
+    config = tiny_config(tmp_path, max_steps=100000, save_every=100000, val_every=100000, sample_every=100000)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(dump_config(from_dict(config)))
+    process = subprocess.Popen([sys.executable, "-m", "faceinpaint.cli", "train", str(path)], text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    metrics = tmp_path / "runs" / "00000-tiny" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "stopped at step" in err and "SIGTERM" in err
+    (step, checkpoint), *_ = list_checkpoints(metrics.parent)
+    state = load_checkpoint(checkpoint)
+    assert state["step"] == step >= 3
+    assert not list(checkpoint.parent.glob("*.tmp"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, config: dict, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))  # fmt: skip
+    torch.set_num_threads(1)
+    result = train(from_dict(config, name="ddp"))
+    torch.save({"ema": result.generator.state_dict(), "step": result.step}, f"{out}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_on_two_cpu_processes_keeps_ranks_identical(tmp_path):
+    config = tiny_config(tmp_path, max_steps=3, batch_size=2, val_every=1000, sample_every=1000)
+    mp.spawn(_ddp_worker, args=(config, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 3
+    for key, value in ranks[0]["ema"].items():
+        assert torch.equal(value, ranks[1]["ema"][key]), key
+    assert len(list((tmp_path / "runs").iterdir())) == 1  # rank 0 alone wrote a run dir
+
+
+def test_export_weights_then_inpaint_and_draw_progress(tmp_path):
+    result = train(from_dict(tiny_config(tmp_path, max_steps=10, keep_every=5), name="tiny"))
+    assert main(["export-weights", str(result.run_dir), str(tmp_path / "tiny-model"), "--fp16"]) == 0
+    inpainter = Inpainter.from_pretrained(tmp_path / "tiny-model")
+    card = (tmp_path / "tiny-model" / "README.md").read_text()
+    assert "steps: 10" in card and "hole PSNR" in card and "CPU" in card
+    face = np.array(Image.open(tmp_path / "faces" / "000.png"))
+    hole = np.zeros((32, 32), bool)
+    hole[8:20, 8:20] = True
+    expected = result.generator(torch.from_numpy(face).permute(2, 0, 1)[None].float() / 127.5 - 1,
+                                torch.from_numpy(hole)[None, None].float())  # fmt: skip
+    assert expected[1].shape == (1, 3, 32, 32)
+    assert inpainter(face, hole).shape == face.shape
+    with pytest.raises(Exception, match="already exists"):
+        export_weights(result.run_dir, tmp_path / "tiny-model")
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    Image.fromarray(hole.astype(np.uint8) * 255).save(masks / "000.png")
+    images = tmp_path / "few"
+    images.mkdir()
+    Image.fromarray(face).save(images / "000.png")
+    out = tmp_path / "progress.png"
+    assert main(["progress", str(result.run_dir), "--images", str(images), "--masks", str(masks),
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert Image.open(out).width == 4 * 32 + 3 * 4  # input, steps 5 and 10, ground truth
+
+
+def test_bad_configs_fail_with_one_clear_line(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  learning_rate: 0.1\n")
+    assert main(["train", str(path), "--dry-run"]) == 1
+    assert "unknown key train.learning_rate; valid keys in train: batch_size, lr" in capsys.readouterr().err
+    path.write_text("train:\n  batch_size: many\n")
+    assert main(["train", str(path), "--dry-run"]) == 1
+    assert "train.batch_size: expected int, got 'many'" in capsys.readouterr().err
+    path.write_text("optimiser:\n  lr: 1\n")
+    assert main(["train", str(path), "--dry-run"]) == 1
+    assert "unknown section 'optimiser'" in capsys.readouterr().err
+    path.write_text("train: [unclosed\n")
+    assert main(["train", str(path), "--dry-run"]) == 1
+    assert "not valid YAML" in capsys.readouterr().err
+    path.write_text("train:\n  lr: 0.1\n")
+    assert main(["train", str(path), "--set", "train.lr"]) == 1
+    assert "expected section.key=value" in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_resolved_config_with_overrides(capsys):
+    config = Path(__file__).parents[1] / "configs" / "deepfillv2_face-256.yaml"
+    assert main(["train", str(config), "--dry-run", "--set", "train.lr=2e-4", "--set", "data.masks=[center]"]) == 0
+    printed = capsys.readouterr().out
+    assert "lr: 0.0002" in printed and "- center" in printed
+    assert json.dumps(load_config(config).to_dict()["train"]["betas"]) == "[0.5, 0.999]"
