@@ -49,7 +49,11 @@ def tiny_config(tmp_path: Path, faces: int = 16, **train) -> dict:
 
 
 def _losses(run_dir: Path) -> list[tuple]:
-    return [(r["step"], r["loss_d"], r["l1_coarse"], r["l1_refined"]) for r in read_metrics(run_dir) if r["kind"] == "train"]
+    return [
+        (r["step"], r["loss_d"], r["l1_coarse"], r["l1_refined"])
+        for r in read_metrics(run_dir)
+        if r["kind"] == "train"
+    ]
 
 
 def test_twenty_steps_give_finite_falling_losses_and_a_full_run_dir(tmp_path):
@@ -86,8 +90,13 @@ def test_sigterm_leaves_a_valid_last_checkpoint(tmp_path):
     config = tiny_config(tmp_path, max_steps=100000, save_every=100000, val_every=100000, sample_every=100000)
     path = tmp_path / "tiny.yaml"
     path.write_text(dump_config(from_dict(config)))
-    process = subprocess.Popen([sys.executable, "-m", "faceinpaint.cli", "train", str(path)], text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "faceinpaint.cli", "train", str(path)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = tmp_path / "runs" / "00000-tiny" / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3) and time.monotonic() < deadline:

