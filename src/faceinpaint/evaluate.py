@@ -1,0 +1,359 @@
+"""Evaluate inpainting methods on the same faces and masks: per-image and set-level metrics, per hole-ratio bin.
+
+`evaluate(weights, images, masks, out_dir)` runs every method on every (image, mask) pair, writes the outputs
+(`OUT/<method>/<key>.png`) and `results.json`, `results.csv`, `results.md` and `per_image.csv`, and returns the
+results dict. Ground-truth features (Inception, face embeddings) are computed once and shared by all methods.
+"""
+
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from faceinpaint import __version__
+from faceinpaint.atomic import atomic_write
+from faceinpaint.data import find_images
+from faceinpaint.errors import InpaintError
+from faceinpaint.images import read_image, read_mask, tensor_to_uint8, uint8_to_tensor, write_image
+from faceinpaint.metrics import (
+    HOLE_BINS,
+    fid_from_features,
+    hole_bin,
+    hole_ratio,
+    inception_discriminative_scores,
+    l1,
+    l1_hole,
+    psnr,
+    ssim,
+)
+
+# What `--metrics` accepts -> the columns each one adds to the results (higher or lower is better, see COLUMNS).
+METRICS = {
+    "psnr": ("psnr",),
+    "ssim": ("ssim",),
+    "l1": ("l1", "l1_hole"),
+    "stlpips": ("stlpips",),
+    "fid": ("fid",),
+    "ids": ("u_ids", "p_ids"),
+    "identity": ("identity_cosine_sface", "identity_cosine_dlib"),
+}
+# column -> (table heading, format); the arrow says which way is better.
+COLUMNS = {
+    "psnr": ("PSNR ↑", "{:.2f}"),
+    "ssim": ("SSIM ↑", "{:.4f}"),
+    "l1": ("L1 ↓", "{:.4f}"),
+    "l1_hole": ("L1 hole ↓", "{:.4f}"),
+    "stlpips": ("ST-LPIPS ↓", "{:.4f}"),
+    "fid": ("FID ↓", "{:.2f}"),
+    "u_ids": ("U-IDS ↑", "{:.3f}"),
+    "p_ids": ("P-IDS ↑", "{:.3f}"),
+    "identity_cosine_sface": ("ID SFace ↑", "{:.3f}"),
+    "identity_cosine_dlib": ("ID dlib ↑", "{:.3f}"),
+}
+SET_LEVEL = ("fid", "u_ids", "p_ids")
+
+
+def list_images(source: str | Path) -> dict[str, Path]:
+    """Images keyed by their path relative to the folder, without extension ("07450/003"), sorted.
+
+    `source` is a folder (searched recursively) or a file list: one image path per line, relative to the list's
+    folder or absolute; blank lines and lines starting with # are skipped.
+    """
+    source = Path(source)
+    if source.is_dir():
+        found = {str(p.relative_to(source).with_suffix("")): p for p in find_images(source)}
+    elif source.is_file():
+        lines = [line.strip() for line in source.read_text().splitlines()]
+        paths = [source.parent / line for line in lines if line and not line.startswith("#")]
+        found = {str(Path(line).with_suffix("")): path for line, path in zip(lines, paths, strict=False)}
+        found = {str(p.with_suffix("")) if p.is_absolute() else k: p for k, p in found.items()}
+    else:
+        raise InpaintError(f"--images {source}: no such folder or file list")
+    if not found:
+        raise InpaintError(f"--images {source}: no image files found")
+    return dict(sorted(found.items()))
+
+
+def load_masks(masks: str | Path, keys: list[str], size: tuple[int, int], seed: int = 0) -> tuple[np.ndarray, str]:
+    """Bool holes (N, H, W) for the images `keys` and a description: a mask kind, a folder or one file."""
+    from faceinpaint.masks import MASK_KINDS, mask_set
+
+    if str(masks) in MASK_KINDS:
+        if size[0] != size[1]:
+            raise InpaintError(
+                f"--masks {masks}: generated mask sets are square, but the images are {size[1]}x{size[0]}"
+            )
+        return mask_set(str(masks), len(keys), size[0], seed), f"{masks} (seed {seed})"
+    path = Path(masks)
+    if path.is_file():
+        return np.repeat(read_mask(path)[None], len(keys), axis=0), str(path)
+    if not path.is_dir():
+        raise InpaintError(f"--masks {masks}: not a mask kind ({', '.join(MASK_KINDS)}), folder or file")
+    by_key = {str(p.relative_to(path).with_suffix("")): p for p in find_images(path)}
+    by_stem = {p.stem: p for p in by_key.values()}
+    found = []
+    for key in keys:
+        mask_path = by_key.get(key) or by_stem.get(Path(key).name)
+        if mask_path is None:
+            raise InpaintError(f"--masks {path}: no mask for image {key}")
+        found.append(read_mask(mask_path))
+    if any(mask.shape != size for mask in found):
+        raise InpaintError(f"--masks {path}: every mask must be {size[1]}x{size[0]}, the size of the images")
+    return np.stack(found), str(path)
+
+
+def _read_batch(paths: list[Path], size: tuple[int, int] | None = None) -> torch.Tensor:
+    pixels = [np.asarray(read_image(p).convert("RGB")) for p in paths]
+    for path, image in zip(paths, pixels, strict=True):
+        if size is not None and image.shape[:2] != size:
+            raise InpaintError(f"image {path} is {image.shape[1]}x{image.shape[0]}; all must be {size[1]}x{size[0]}")
+    return uint8_to_tensor(np.stack(pixels))
+
+
+class _Judges:
+    """The metric networks a run needs, loaded once; ground-truth features are cached per image."""
+
+    def __init__(self, columns: set[str], device: torch.device):
+        self.inception = self.stlpips = None
+        self.identity = {}
+        if columns & set(SET_LEVEL):
+            from faceinpaint.fid import InceptionFeatures
+
+            self.inception = InceptionFeatures(device)
+        if "stlpips" in columns:
+            from faceinpaint.perceptual import STLPIPS
+
+            self.stlpips = STLPIPS.from_package(device)
+        if "identity_cosine_sface" in columns:
+            from faceinpaint.identity import SFaceJudge
+
+            self.identity["sface"] = SFaceJudge()
+        if "identity_cosine_dlib" in columns:
+            from faceinpaint.identity import DlibJudge, dlib_available
+
+            if dlib_available():
+                self.identity["dlib"] = DlibJudge()
+
+
+def evaluate(
+    weights: list[str],
+    images: str | Path | dict[str, Path],
+    masks: str | Path,
+    out_dir: str | Path,
+    metrics: tuple[str, ...] = tuple(METRICS),
+    references: str | Path | None = None,
+    mask_seed: int = 0,
+    limit: int | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+    save_outputs: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Run every method on the same images and masks and measure the outputs against the ground truth.
+
+    Args:
+        weights: method names or model dirs, as `Inpainter.from_pretrained` takes them.
+        images: a folder (recursive), a file list, or a dict {key: path}; all images the same size (H, W).
+        masks: a mask kind of `faceinpaint.masks.MASK_KINDS` (mask i = mask_set(kind, N, H, mask_seed)[i]), a
+            folder of masks matched to images by relative path or stem, or one mask file for all; > 127 = hole.
+        out_dir: where outputs (`<method>/<key>.png`) and the results files go.
+        metrics: names of METRICS; "identity" measures with SFace, and with dlib too when it is installed.
+        references: a folder of reference photos matched by key or stem, for reference-guided models.
+        limit: use only the first `limit` images (in key order).
+    Returns:
+        {"protocol": {...}, "methods": {name: {"all": {column: value, "count": n}, "bins": {bin: {...}},
+        "seconds": s}}}; per-image values are averaged (NaN-skipping), set-level ones use all images of the bin.
+    """
+    from faceinpaint.inpainter import Inpainter, _device
+
+    unknown = [name for name in metrics if name not in METRICS]
+    if unknown:
+        raise InpaintError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(METRICS)}")
+    if not weights:
+        raise InpaintError("give at least one method to evaluate (--weights)")
+    columns = [column for name in metrics for column in METRICS[name]]
+    out_dir, run_device = Path(out_dir), _device(device)
+    found = images if isinstance(images, dict) else list_images(images)
+    keys = list(found)[:limit] if limit else list(found)
+    paths = [Path(found[key]) for key in keys]
+    size = tuple(np.asarray(read_image(paths[0])).shape[:2])
+    holes, mask_description = load_masks(masks, keys, size, mask_seed)
+    reference_paths = None
+    if references is not None:
+        by_key = list_images(references)
+        by_stem = {Path(key).name: path for key, path in by_key.items()}
+        reference_paths = [by_key.get(key) or by_stem.get(Path(key).name) for key in keys]
+        if None in reference_paths:
+            raise InpaintError(
+                f"--references {references}: no reference for image {keys[reference_paths.index(None)]}"
+            )
+    ratios = hole_ratio(torch.from_numpy(holes)[:, None])
+    bins = np.array([hole_bin(r) for r in ratios])
+    judges = _Judges(set(columns), run_device)
+    if "identity_cosine_dlib" in columns and "dlib" not in judges.identity:
+        columns.remove("identity_cosine_dlib")  # optional: not installed
+    batches = [range(i, min(i + batch_size, len(keys))) for i in range(0, len(keys), batch_size)]
+
+    # Ground truth, once: Inception features and the identity judges' faces and embeddings.
+    real_features, targets_prepared = [], {name: [] for name in judges.identity}
+    if judges.inception is not None or judges.identity:
+        for batch in tqdm(batches, desc="ground truth", disable=not progress, unit="batch"):
+            target = _read_batch([paths[i] for i in batch], size)
+            if judges.inception is not None:
+                real_features.append(judges.inception(target))
+            for name, judge in judges.identity.items():
+                targets_prepared[name] += [judge.prepare(t) for t in tensor_to_uint8(target)]
+    real_features = torch.cat(real_features).numpy() if real_features else None
+
+    results = {}
+    per_image_rows = []
+    for weight in weights:
+        inpainter = Inpainter.from_pretrained(weight, device=device)
+        values = {column: np.full(len(keys), np.nan) for column in columns if column not in SET_LEVEL}
+        fake_features, started = [], time.perf_counter()
+        for batch in tqdm(batches, desc=inpainter.name, disable=not progress, unit="batch"):
+            index = list(batch)
+            target = _read_batch([paths[i] for i in index], size)
+            hole = torch.from_numpy(holes[index])[:, None]  # (B, 1, H, W) bool
+            reference = _read_batch([reference_paths[i] for i in index]) if reference_paths else None
+            if reference is not None and not inpainter.uses_reference:
+                reference = None
+            completed = torch.where(hole, inpainter.complete(target * ~hole, hole, reference), target)
+            output_uint8 = tensor_to_uint8(completed)
+            output = uint8_to_tensor(output_uint8)  # exactly what is saved
+            if save_outputs:
+                for i, pixels in zip(index, output_uint8, strict=True):
+                    write_image(Image.fromarray(pixels), out_dir / inpainter.name / f"{keys[i]}.png")
+            _measure(values, index, output, target, hole, judges, targets_prepared, run_device)
+            if judges.inception is not None:
+                fake_features.append(judges.inception(output))
+        seconds = time.perf_counter() - started
+        fake_features = torch.cat(fake_features).numpy() if fake_features else None
+        results[inpainter.name] = _summarise(values, columns, bins, real_features, fake_features)
+        results[inpainter.name]["seconds"] = round(seconds, 2)
+        for i, key in enumerate(keys):
+            row = {"method": inpainter.name, "image": key, "hole_ratio": round(float(ratios[i]), 5)}
+            per_image_rows.append(row | {column: float(values[column][i]) for column in values})
+
+    report = {
+        "protocol": {
+            "images": str(images) if not isinstance(images, dict) else f"{len(found)} listed images",
+            "count": len(keys),
+            "size": list(size),
+            "masks": mask_description,
+            "mean_hole_ratio": round(float(ratios.mean()), 4),
+            "metrics": columns,
+            "faceinpaint": __version__,
+            "device": str(run_device),
+        },
+        "methods": results,
+    }
+    write_results(report, out_dir)
+    _write_csv(per_image_rows, out_dir / "per_image.csv")
+    return report
+
+
+def _measure(values, index, output, target, hole, judges, targets_prepared, device) -> None:
+    """Fill the per-image columns of `values` at `index` for one batch."""
+    if "psnr" in values:
+        values["psnr"][index] = psnr(output, target)
+    if "ssim" in values:
+        values["ssim"][index] = ssim(output.to(device), target.to(device))
+    if "l1" in values:
+        values["l1"][index] = l1(output, target)
+        values["l1_hole"][index] = l1_hole(output, target, hole)
+    if judges.stlpips is not None:
+        values["stlpips"][index] = judges.stlpips(output, target).double().numpy()
+    for name, judge in judges.identity.items():
+        column = f"identity_cosine_{name}"
+        for i, pixels in zip(index, tensor_to_uint8(output), strict=True):
+            values[column][i] = judge.compare(pixels, targets_prepared[name][i])
+
+
+def _summarise(values, columns, bins, real_features, fake_features) -> dict:
+    """Means of the per-image columns and the set-level metrics, over all images and per hole-ratio bin."""
+
+    def summary(selected: np.ndarray) -> dict:
+        row = {"count": int(selected.sum())}
+        for column in columns:
+            if column in values:
+                picked = values[column][selected]
+                picked = picked[~np.isnan(picked)]
+                row[column] = float(np.mean(picked)) if picked.size else None
+        if fake_features is not None and selected.sum() >= 2:
+            if "fid" in columns:
+                row["fid"] = fid_from_features(real_features[selected], fake_features[selected])
+            if "u_ids" in columns:
+                row["u_ids"], row["p_ids"] = inception_discriminative_scores(
+                    real_features[selected], fake_features[selected]
+                )
+        return row
+
+    everything = np.ones(len(bins), dtype=bool)
+    per_bin = {name: summary(bins == name) for name in HOLE_BINS if (bins == name).any()}
+    return {"all": summary(everything), "bins": per_bin}
+
+
+def _format(value, column: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    return COLUMNS[column][1].format(value)
+
+
+def results_table(report: dict, per_bin: bool = False, mask_label: str | None = None) -> str:
+    """A markdown table of a results dict: one row per method (and per bin with `per_bin`)."""
+    columns = report["protocol"]["metrics"]
+    lead = (["masks"] if mask_label else []) + ["method"] + (["hole"] if per_bin else []) + ["n"]
+    lines = ["| " + " | ".join(lead + [COLUMNS[c][0] for c in columns]) + " |"]
+    lines.append("|" + "---|" * (len(lead) + len(columns)))
+    for method, result in report["methods"].items():
+        groups = result["bins"].items() if per_bin else [("all", result["all"])]
+        for bin_name, row in groups:
+            cells = ([mask_label] if mask_label else []) + [method] + ([bin_name] if per_bin else [])
+            cells += [str(row["count"])] + [_format(row.get(c), c) for c in columns]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def result_rows(report: dict) -> list[dict]:
+    """Flat rows (method, hole bin, count, every column) of a results dict, for CSV."""
+    rows = []
+    for method, result in report["methods"].items():
+        for bin_name, row in [("all", result["all"]), *result["bins"].items()]:
+            rows.append({"method": method, "hole": bin_name} | row)
+    return rows
+
+
+def _write_text(text: str, path: Path) -> None:
+    with atomic_write(path) as stream:
+        stream.write(text.encode())
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    if not rows:
+        return
+    buffer = io.StringIO()
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_text(buffer.getvalue(), path)
+
+
+def write_results(report: dict, out_dir: Path) -> None:
+    """Write results.json, results.csv and results.md (overall and per-bin tables) atomically into out_dir."""
+    protocol = report["protocol"]
+    _write_text(json.dumps(report, indent=2, allow_nan=True) + "\n", out_dir / "results.json")
+    _write_csv(result_rows(report), out_dir / "results.csv")
+    title = f"{protocol['count']} images ({protocol['images']}), masks {protocol['masks']}"
+    text = f"# Evaluation: {title}\n\n{results_table(report)}\n## Per hole-ratio bin\n\n"
+    _write_text(text + results_table(report, per_bin=True), out_dir / "results.md")
