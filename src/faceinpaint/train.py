@@ -185,8 +185,13 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
             raise InpaintError(
                 f"checkpoint {checkpoint} does not fit this config's model: {str(error)[:200]}"
             ) from None
-        optimizer_g.load_state_dict(state["optimizer_g"])
-        optimizer_d.load_state_dict(state["optimizer_d"])
+        if "optimizer_g" in state:
+            optimizer_g.load_state_dict(state["optimizer_g"])
+            optimizer_d.load_state_dict(state["optimizer_d"])
+        else:  # a slimmed checkpoint (e.g. the fp16 one kept in the repo): the networks, not Adam's moments
+            warnings.warn(f"{checkpoint} holds no optimiser state: Adam starts afresh", stacklevel=2)
+        if "rng_cpu" in state:  # every draw of the loop is seeded by step; this restores anything else
+            torch.set_rng_state(state["rng_cpu"])
         start_step, wall_before = state["step"], state.get("wall_seconds", 0.0)
         run_dir = run_dir_of(checkpoint)
     elif rank == 0:
@@ -229,6 +234,7 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
             "ema": ema.state_dict(),
             "optimizer_g": optimizer_g.state_dict(),
             "optimizer_d": optimizer_d.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
             "wall_seconds": wall_before + time.monotonic() - started,
             "world_size": world,
             "hardware": _hardware(device, world),
