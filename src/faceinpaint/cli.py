@@ -202,6 +202,42 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from faceinpaint.export import to_onnx, to_torchscript
+    from faceinpaint.inpainter import Inpainter
+    from faceinpaint.weights import best_model
+
+    inpainter = Inpainter.from_pretrained(args.weights or best_model(), device="cpu")
+    difference = to_onnx(inpainter, args.out)
+    print(
+        f"wrote {args.out} (uint8 in and out, {inpainter.resolution}x{inpainter.resolution}, dynamic batch; "
+        f"max difference from PyTorch {difference}/255)"
+    )
+    if args.torchscript:
+        difference = to_torchscript(inpainter, args.torchscript)
+        print(f"wrote {args.torchscript} (TorchScript, max difference from PyTorch {difference}/255)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from faceinpaint.inpainter import Inpainter
+    from faceinpaint.server import Limits, serve
+    from faceinpaint.weights import best_model
+
+    inpainters = {}
+    for weights in args.weights or [best_model()]:
+        inpainter = Inpainter.from_pretrained(weights, device=args.device, backend=args.backend)
+        inpainters[inpainter.name] = inpainter
+    aliases = dict(item.split("=", 1) for item in args.alias if "=" in item)
+    if len(aliases) != len(args.alias):
+        raise InpaintError(f"--alias takes NAME=MODEL, got {args.alias}")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        warnings.warn(f"serving on {args.host}: anyone who can reach this machine can use the server", stacklevel=1)
+    limits = Limits(args.max_upload_mb * 2**20, args.max_pixels, args.max_batch, args.workers, args.queue)
+    serve(inpainters, args.host, args.port, limits, aliases=aliases)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -375,6 +411,45 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("config", type=Path, help="study YAML file (see configs/study_*.yaml)")
     study.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     study.set_defaults(func=cmd_study)
+
+    export_onnx = commands.add_parser(
+        "export-onnx",
+        help="export a network as ONNX (and TorchScript): uint8 image + mask in, composited uint8 out",
+        description="Write the network as one ONNX graph at the model's resolution R with a dynamic batch: inputs "
+        "image uint8 (B, R, R, 3), mask uint8 (B, R, R, 1) above 127 = hole (and reference for reference-guided "
+        "models), output uint8 (B, R, R, 3) composited. Checked against PyTorch with onnxruntime (at most 2/255 "
+        "apart) before it is written. Needs faceinpaint[export].",
+        epilog="example:\n  faceinpaint export-onnx --weights deepfillv2-face-256 --out model.onnx",
+        formatter_class=formatter,
+    )
+    export_onnx.add_argument("--weights", help="model name or model dir; default: the best installed")
+    export_onnx.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    export_onnx.add_argument("--torchscript", type=Path, metavar="PATH", help="also write a TorchScript module")
+    export_onnx.set_defaults(func=cmd_export_onnx)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the REST API (TF-Serving compatible) and the web app",
+        description="Serve the models over HTTP: the web app at /, POST /v1/inpaint, POST /v1/faces, GET /v1/models, "
+        "GET /healthz, TF-Serving's POST /v1/models/NAME:predict, API docs at /docs. Localhost only unless "
+        "--host says otherwise. Needs faceinpaint[server].",
+        epilog="example:\n  faceinpaint serve --weights deepfillv2-face-256 telea --port 8000",
+        formatter_class=formatter,
+    )
+    serve.add_argument("--weights", nargs="+", help="model names or model dirs; the first is the default")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    serve.add_argument(
+        "--backend", choices=("torch", "onnx"), default="torch", help="run networks with (default torch)"
+    )
+    serve.add_argument("--alias", action="append", default=[], metavar="NAME=MODEL", help="another name for a model")
+    serve.add_argument("--workers", type=int, default=1, help="inference threads (default 1)")
+    serve.add_argument("--queue", type=int, default=16, help="requests that may wait; more get 503 (default 16)")
+    serve.add_argument("--max-upload-mb", type=int, default=20, help="largest request body in MiB (default 20)")
+    serve.add_argument("--max-pixels", type=int, default=16_000_000, help="largest image (default 16000000)")
+    serve.add_argument("--max-batch", type=int, default=8, help="largest TF-Serving batch (default 8)")
+    serve.set_defaults(func=cmd_serve)
 
     data = commands.add_parser(
         "data",

@@ -102,7 +102,9 @@ class Inpainter:
     for byte for uint8 / PIL input.
     """
 
-    def __init__(self, name: str, config: dict, model: nn.Module | None = None, device: str = "auto"):
+    def __init__(
+        self, name: str, config: dict, model: nn.Module | None = None, device: str = "auto", backend: str = "torch"
+    ):
         """Wrap a generator (or, with `model=None`, the classical method `config["method"]`); see from_pretrained."""
         self.name = name
         self.config = config
@@ -111,21 +113,36 @@ class Inpainter:
         self.resolution = config.get("resolution")
         self.uses_reference = bool(config.get("reference", False))
         self.batch_size = 8
+        # backend "onnx": the network runs as the exported uint8 graph in onnxruntime (export.py), same results
+        # within 2/255; it is exported in memory when the Inpainter is built.
+        if backend not in ("torch", "onnx"):
+            raise InpaintError(f"unknown backend {backend!r}; use torch or onnx")
+        self.backend = backend
+        self._onnx = None
+        if backend == "onnx":
+            from faceinpaint.export import OnnxRunner
+
+            self._onnx = OnnxRunner(self)
+        # Whole photos (see photo.py): the default `align` of __call__, and the face models it uses.
+        self.align = "auto"
+        self.face_detector = "hog"  # or "yunet"
+        self.landmarks = 68  # or 5: avoids the 68-point model (non-commercial licence)
 
     @classmethod
-    def from_pretrained(cls, name_or_dir: str | Path, device: str = "auto") -> "Inpainter":
+    def from_pretrained(cls, name_or_dir: str | Path, device: str = "auto", backend: str = "torch") -> "Inpainter":
         """Load a model dir, an installed model by name, or a classical method (telea, navier-stokes, biharmonic).
 
         Args:
             name_or_dir: a name listed by `faceinpaint models`, or the path of a model dir.
             device: "cpu", "cuda" or "auto" (CUDA when available).
+            backend: "torch", or "onnx" to run the network through onnxruntime (needs faceinpaint[export]).
         Returns:
             An Inpainter in inference mode. A weights file whose keys or shapes differ from the architecture
             in config.json is an error (strict loading).
         """
         found = resolve(name_or_dir)
         if isinstance(found, str):
-            return cls(found, {"arch": "classical", "method": found}, None, device)
+            return cls(found, {"arch": "classical", "method": found}, None, device, backend)
         try:
             config = json.loads((found / "config.json").read_text())
             architecture = ARCHITECTURES[config["arch"]]
@@ -147,17 +164,19 @@ class Inpainter:
         if wrong:
             raise InpaintError(f"weights {found}: wrong shapes for {wrong[:3]} (does config.json's args match?)")
         model.load_state_dict(state, strict=True)
-        return cls(found.name, config, model.float(), device)
+        return cls(found.name, config, model.float(), device, backend)
 
     @classmethod
-    def from_config(cls, arch: str, args: dict, resolution: int, device: str = "auto", **extra) -> "Inpainter":
+    def from_config(
+        cls, arch: str, args: dict, resolution: int, device: str = "auto", backend: str = "torch", **extra
+    ) -> "Inpainter":
         """A freshly initialised network (random weights): for training, tests and speed benchmarks."""
         if arch not in ARCHITECTURES:
             raise InpaintError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
         if resolution % 8:
             raise InpaintError(f"resolution must be a multiple of 8, got {resolution}")
         config = {"arch": arch, "args": args, "resolution": resolution, **extra}
-        return cls(arch, config, ARCHITECTURES[arch](**args), device)
+        return cls(arch, config, ARCHITECTURES[arch](**args), device, backend)
 
     def save_pretrained(
         self, out_dir: str | Path, card: str | None = None, dtype: torch.dtype = torch.float16
@@ -185,7 +204,7 @@ class Inpainter:
         return out_dir
 
     @torch.inference_mode()
-    def __call__(self, image, mask, reference=None):
+    def __call__(self, image, mask, reference=None, align: str | None = None):
         """Inpaint the holes of `image` given by `mask`.
 
         Args:
@@ -195,13 +214,20 @@ class Inpainter:
                 numpy array (bool, uint8 > 127 or float > 0.5 = hole) or tensor (> 0.5 = hole), shaped (H, W),
                 (B, H, W) or (B, 1, H, W); a single mask applies to every image of a batch.
             reference: for reference-guided models, a photo of the same person (any image form); others ignore it.
+            align: "auto", "always" or "never"; None takes `self.align` (default "auto"). "never": the image goes
+                to the model as it is. "always": every face whose box meets the mask is aligned the FFHQ way,
+                inpainted at the model's resolution and pasted back; where no face meets the mask a square crop
+                around it is inpainted, with a warning. "auto": like "never" for classical methods and for aligned
+                crops (square images of the model's resolution, or square ones whose face fills the frame as an
+                FFHQ crop does), else like "always". Aligning needs faceinpaint[faces]; without it "auto" warns and
+                works like "never", "always" is an error.
         Returns:
             The completed image(s) in the form of `image`; outside the mask identical to the input.
         """
         if isinstance(image, (list, tuple)):
             masks = mask if isinstance(mask, (list, tuple)) else [mask] * len(image)
             references = reference if isinstance(reference, (list, tuple)) else [reference] * len(image)
-            return [self(one, m, r) for one, m, r in zip(image, masks, references, strict=True)]
+            return [self(one, m, r, align) for one, m, r in zip(image, masks, references, strict=True)]
         pixels = _image_tensor(image)
         hole = _mask_tensor(mask, tuple(pixels.shape[-2:]), pixels.shape[0])
         if not hole.any():
@@ -212,7 +238,14 @@ class Inpainter:
         if reference is not None and not self.uses_reference:
             warnings.warn(f"{self.name} does not use a reference image; it is ignored", stacklevel=2)
             reference = None
-        completed = self.complete(pixels, hole, None if reference is None else _image_tensor(reference))
+        reference = None if reference is None else _image_tensor(reference)
+        align = self.align if align is None else align
+        if align == "never":
+            completed = self.complete(pixels, hole, reference)
+        else:
+            from faceinpaint.photo import complete_photos
+
+            completed = complete_photos(self, pixels, hole, reference, align)
 
         if isinstance(image, torch.Tensor):
             result = torch.where(hole, completed, pixels).to(image.dtype)
@@ -253,7 +286,7 @@ class Inpainter:
         inputs = [x * (1.0 - m), m]
         if reference is not None:
             inputs.append(F.interpolate(reference.to(self.device), size=size, mode="bilinear", antialias=True))
-        out = self.model(*inputs)[-1].float()
+        out = (self._onnx or self.model)(*inputs)[-1].float()
         if side != self.resolution:
             out = F.interpolate(out, size=(side, side), mode="bicubic", align_corners=False).clamp(-1.0, 1.0)
         return out[:, :, :height, :width].cpu()

@@ -1,0 +1,84 @@
+"""ONNX and TorchScript export: uint8 parity with PyTorch (<= 2/255), dynamic batch, the onnx backend, the CLI."""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from faceinpaint.cli import main  # noqa: E402
+from faceinpaint.errors import InpaintError  # noqa: E402
+from faceinpaint.export import (  # noqa: E402
+    PARITY_TOLERANCE,
+    example_inputs,
+    onnx_session,
+    run_torch,
+    to_onnx,
+    to_torchscript,
+)
+from faceinpaint.inpainter import Inpainter  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Inpainter:
+    torch.manual_seed(0)
+    return Inpainter.from_config("deepfillv2", {"width": 8}, 32, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tiny, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    assert to_onnx(tiny, path) <= PARITY_TOLERANCE
+    return path
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_onnx_matches_torch_for_any_batch(tiny, onnx_file, batch):
+    session = onnx_session(onnx_file)
+    assert [i.name for i in session.get_inputs()] == ["image", "mask"]
+    image, mask = example_inputs(tiny, batch, seed=5)
+    (output,) = session.run(None, {"image": image, "mask": mask})
+    expected = run_torch(tiny, image, mask)
+    assert output.dtype == np.uint8 and output.shape == (batch, 32, 32, 3)
+    assert np.abs(output.astype(int) - expected).max() <= PARITY_TOLERANCE
+    known = mask[..., 0] <= 127
+    assert np.array_equal(output[known], image[known])  # composited inside the graph
+
+
+def test_torchscript_matches_torch(tiny, tmp_path):
+    path = tmp_path / "model.pt"
+    assert to_torchscript(tiny, path) <= PARITY_TOLERANCE
+    image, mask = example_inputs(tiny, 3, seed=6)
+    loaded = torch.jit.load(str(path))
+    output = loaded(torch.from_numpy(image), torch.from_numpy(mask)).numpy()
+    assert np.abs(output.astype(int) - run_torch(tiny, image, mask)).max() <= PARITY_TOLERANCE
+
+
+def test_onnx_backend_of_the_inpainter(tiny, tmp_path):
+    model_dir = tiny.save_pretrained(tmp_path / "tiny")
+    torch_version = Inpainter.from_pretrained(model_dir, device="cpu")
+    onnx_version = Inpainter.from_pretrained(model_dir, device="cpu", backend="onnx")
+    image, mask = example_inputs(tiny, 2, seed=7)
+    hole = mask[..., 0] > 127
+    expected, got = torch_version(image, hole, align="never"), onnx_version(image, hole, align="never")
+    assert np.abs(got.astype(int) - expected).max() <= PARITY_TOLERANCE
+    assert np.array_equal(got[~hole], image[~hole])
+
+
+def test_bad_backend_and_classical_export(tmp_path):
+    with pytest.raises(InpaintError, match="backend"):
+        Inpainter.from_pretrained("telea", backend="tensorflow")
+    with pytest.raises(InpaintError, match="classical"):
+        to_onnx(Inpainter.from_pretrained("telea"), tmp_path / "x.onnx")
+
+
+def test_cli_export_onnx(tiny, tmp_path, capsys):
+    model_dir = tiny.save_pretrained(tmp_path / "tiny")
+    assert main(["export-onnx", "--weights", str(model_dir), "--out", str(tmp_path / "m.onnx")]) == 0
+    assert (tmp_path / "m.onnx").stat().st_size > 1000 and "max difference" in capsys.readouterr().out
+    assert main(["export-onnx", "--weights", "telea", "--out", str(tmp_path / "t.onnx")]) == 1
+    for command in ("export-onnx", "serve"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "example:" in capsys.readouterr().out
