@@ -94,7 +94,7 @@ def parse_predict(
             )
         reference = torch.from_numpy(reference).permute(0, 3, 1, 2) * 2.0 - 1.0
     pixels = torch.from_numpy(image).permute(0, 3, 1, 2) * 2.0 - 1.0
-    return pixels, torch.from_numpy(np.ascontiguousarray(hole))[:, None], reference, rows
+    return pixels, torch.from_numpy(np.array(hole))[:, None], reference, rows  # broadcast views are read-only
 
 
 def predict(inpainter, pixels: torch.Tensor, hole: torch.Tensor, reference: torch.Tensor | None) -> np.ndarray:
