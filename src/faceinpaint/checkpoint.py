@@ -13,6 +13,12 @@ from faceinpaint.errors import InpaintError
 from faceinpaint.inpainter import Inpainter
 
 CHECKPOINT_NAME = re.compile(r"step-(\d+)\.pt$")
+REFERENCE_ARCHITECTURES = ("twoface",)  # their config.json says "reference": true, so Inpainter takes reference=
+# The model card's first sentence per architecture.
+DESCRIPTIONS = {
+    "deepfillv2": "DeepFillv2-style inpainting generator",
+    "twoface": "Reference-guided (Two-Face) DeepFillv2-style inpainting generator; the reference photo is optional",
+}
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -84,7 +90,8 @@ def _card(name: str, state: dict, run_dir: Path) -> str:
     lines = [
         f"# {name}",
         "",
-        f"DeepFillv2-style inpainting generator (`{config.model.arch}`, width {config.model.width}) at "
+        f"{DESCRIPTIONS.get(config.model.arch, 'Inpainting generator')} (`{config.model.arch}`, "
+        f"{', '.join(f'{key} {value}' for key, value in config.model_args().items())}) at "
         f"{config.model.resolution}x{config.model.resolution}; the exponential moving average of the generator.",
         "",
         "## Training",
@@ -96,12 +103,18 @@ def _card(name: str, state: dict, run_dir: Path) -> str:
         f"{f'{speed:.2f} it/s' if speed else 'not logged'}",
         f"- exported from `{run_dir}` by `faceinpaint export-weights` (faceinpaint on {platform.python_version()})",
         "",
-        "## Validation (fixed subset, fixed DeepFillv2 masks, EMA generator)",
+        f"## Validation (fixed subset, fixed `{config.data.masks[0]}` masks, EMA generator)",
     ]
     if validations:
         last = validations[-1]
-        lines += ["| step | hole L1 | hole PSNR (dB) |", "|---|---|---|"]
-        lines += [f"| {r['step']} | {r['hole_l1']:.4f} | {r['hole_psnr']:.2f} |" for r in validations[-5:]]
+        if "hole_l1_reference" in last:  # reference-guided: without the reference, then with it
+            lines += ["| step | hole L1 | hole PSNR (dB) | hole L1, reference | hole PSNR, reference (dB) |",
+                      "|---|---|---|---|---|"]  # fmt: skip
+            lines += [f"| {r['step']} | {r['hole_l1']:.4f} | {r['hole_psnr']:.2f} | {r['hole_l1_reference']:.4f} "
+                      f"| {r['hole_psnr_reference']:.2f} |" for r in validations[-5:]]  # fmt: skip
+        else:
+            lines += ["| step | hole L1 | hole PSNR (dB) |", "|---|---|---|"]
+            lines += [f"| {r['step']} | {r['hole_l1']:.4f} | {r['hole_psnr']:.2f} |" for r in validations[-5:]]
         lines += ["", f"Last validation at step {last['step']}."]
     else:
         lines.append("No validation was run.")
@@ -112,8 +125,9 @@ def _card(name: str, state: dict, run_dir: Path) -> str:
 def inpainter_from_checkpoint(state: dict, device: str = "cpu") -> Inpainter:
     """The EMA generator of a loaded checkpoint, ready to inpaint."""
     config = from_dict(state["config"])
+    extra = {"reference": True} if config.model.arch in REFERENCE_ARCHITECTURES else {}
     inpainter = Inpainter.from_config(
-        config.model.arch, {"width": config.model.width}, config.model.resolution, device=device
+        config.model.arch, config.model_args(), config.model.resolution, device=device, **extra
     )
     inpainter.model.load_state_dict(state["ema"], strict=True)
     return inpainter

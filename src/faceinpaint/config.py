@@ -20,13 +20,16 @@ class ModelConfig:
     arch: str = "deepfillv2"  # key of faceinpaint.models.ARCHITECTURES
     width: int = 48  # the paper's cnum
     resolution: int = 256  # training and inference size, a multiple of 8
-    discriminator_width: int = 64  # SN-PatchGAN's first layer
+    discriminator_width: int = 64  # SN-PatchGAN's first layer (the global and the local one)
+    reference_width: int = 32  # twoface only: width of the reference encoder
+    identity_dim: int = 128  # twoface only: size of the learned identity embedding (FiLM)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    train: str = ""  # a .flist, a folder or a .zip of training images
+    train: str = ""  # a .flist, a folder or a .zip of training images (layout files); the dataset dir (twoface)
     val: str = ""  # the same for validation (held-out identities); empty: no validation
+    layout: str = "files"  # "files": identity = parent folder's name; "twoface": the seed's lists (data.py)
     masks: tuple[str, ...] = ("deepfill",)  # mask kinds (faceinpaint.masks), one drawn per sample
     flip: bool = True  # random horizontal flips
     resident: bool = True  # decode once and keep the set as uint8 on the training device
@@ -41,6 +44,9 @@ class TrainConfig:
     l1_coarse: float = 1.0  # weight of L1(coarse, ground truth) over the whole image
     l1_refined: float = 1.0  # weight of L1(refined, ground truth)
     gan: float = 1.0  # weight of the hinge adversarial term for the generator
+    local_gan: float = 0.0  # weight of a second SN-PatchGAN on the hole's bounding box; 0: no local discriminator
+    identity_weight: float = 0.0  # weight of 1 - cos(dlib(output), dlib(truth)) + the same to the reference
+    reference_dropout: float = 0.25  # twoface: probability that a sample trains without its reference
     ema: float = 0.999  # decay of the generator's exponential moving average (the exported weights)
     max_steps: int = 100_000
     seed: int = 0
@@ -67,6 +73,13 @@ class Config:
     def to_dict(self) -> dict:
         plain = dataclasses.asdict(self)
         return {key: plain[key] for key in ("model", "data", "train")}
+
+    def model_args(self) -> dict:
+        """The generator's constructor arguments: `ARCHITECTURES[arch](**args)`, stored in config.json."""
+        if self.model.arch == "twoface":
+            return {"width": self.model.width, "reference_width": self.model.reference_width,
+                    "identity_dim": self.model.identity_dim}  # fmt: skip
+        return {"width": self.model.width}
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
@@ -105,7 +118,12 @@ def _section(name: str, values: dict) -> object:
     unknown = sorted(set(values) - set(hints))
     if unknown:
         raise InpaintError(f"unknown key {name}.{unknown[0]}; valid keys in {name}: {', '.join(hints)}")
-    return cls(**{key: _coerce(value, hints[key], f"{name}.{key}") for key, value in values.items()})
+    section = cls(**{key: _coerce(value, hints[key], f"{name}.{key}") for key, value in values.items()})
+    choices = {"layout": ("files", "twoface")}
+    for key, valid in choices.items():
+        if key in hints and getattr(section, key) not in valid:
+            raise InpaintError(f"{name}.{key}: {getattr(section, key)!r} is not one of {', '.join(valid)}")
+    return section
 
 
 def from_dict(data: dict, name: str = "experiment") -> Config:

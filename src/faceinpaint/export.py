@@ -38,14 +38,14 @@ class UInt8Pipeline(nn.Module):
         self.generator = generator
         self.uses_reference = uses_reference
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor, *reference: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         pixels = image.permute(0, 3, 1, 2)  # (B, 3, R, R) uint8
         hole = mask.permute(0, 3, 1, 2) > 127  # (B, 1, R, R) bool
         holes = hole.float()
         x = pixels.float() / 127.5 - 1.0
         inputs = [x * (1.0 - holes), holes]
         if self.uses_reference:
-            inputs.append(reference[0].permute(0, 3, 1, 2).float() / 127.5 - 1.0)
+            inputs.append(reference.permute(0, 3, 1, 2).float() / 127.5 - 1.0)
         out = self.generator(*inputs)[-1]
         out = ((out.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
         return torch.where(hole, out, pixels).permute(0, 2, 3, 1)  # (B, R, R, 3) uint8

@@ -18,9 +18,11 @@ def _masked(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return images * (1.0 - masks) + masks
 
 
-def save_grid(real, mask, coarse, refined, path: Path, rows: int = 4) -> np.ndarray:
-    """Rows of (masked input | coarse | refined | ground truth); returns the grid as uint8 (H, W, 3)."""
-    columns = [_masked(real, mask), coarse, refined, real]
+def save_grid(real, mask, coarse, refined, path: Path, rows: int = 4, reference=None) -> np.ndarray:
+    """Rows of (masked input | [reference |] coarse | refined | ground truth); returns the grid as uint8 (H, W, 3).
+
+    A dropped reference (zeroed in training) shows as mid-grey."""
+    columns = [_masked(real, mask)] + ([reference] if reference is not None else []) + [coarse, refined, real]
     tiles = [tensor_to_uint8(column[:rows].detach().float()) for column in columns]  # each (rows, R, R, 3)
     grid = np.concatenate([np.concatenate(list(row), axis=1) for row in zip(*tiles, strict=True)], axis=0)
     write_image(Image.fromarray(grid), path)

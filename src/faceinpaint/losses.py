@@ -25,3 +25,18 @@ def hole_metrics(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor)
     error = (output.float() - target.float())[hole] / 2.0  # [-1, 1] differences -> [0, 1] scale
     mse = error.pow(2).mean().clamp_min(1e-10)
     return {"hole_l1": float(error.abs().mean()), "hole_psnr": float(10.0 * torch.log10(1.0 / mse))}
+
+
+def identity_losses(
+    network: torch.nn.Module, output: torch.Tensor, target: torch.Tensor, reference: torch.Tensor, available
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """1 - cosine of dlib descriptors: output vs ground truth (batch mean), output vs reference (mean where
+    `available`, a (B,) bool). One pass of dlib's network over all three; only the output gets gradients."""
+    from faceinpaint.models.dlib_resnet import identity_embedding
+
+    embeddings = identity_embedding(network, torch.cat([output, target.detach(), reference.detach()])).float()
+    mine, truth, theirs = embeddings.chunk(3)
+    to_target = 1.0 - F.cosine_similarity(mine, truth, dim=1).mean()
+    weights = available.float()
+    to_reference = ((1.0 - F.cosine_similarity(mine, theirs, dim=1)) * weights).sum() / weights.sum().clamp_min(1.0)
+    return to_target, to_reference

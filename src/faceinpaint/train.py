@@ -1,8 +1,13 @@
-"""Main training loop: DeepFillv2 with L1 on both stages and a hinge SN-PatchGAN, an EMA generator, bf16, DDP.
+"""Main training loop: DeepFillv2 or Two-Face; L1 on both stages, hinge SN-PatchGAN(s), identity loss, EMA, DDP.
 
 One process or many (`torchrun --nproc_per_node N -m faceinpaint.cli train CONFIG`) take the same path; rank 0
-does all I/O. Every random draw of a step (its images, flips and masks) is derived from (seed, step, rank), so a
-resumed run sees exactly the batches the uninterrupted run would have seen.
+does all I/O. Every random draw of a step (its images, flips, masks and references) is derived from
+(seed, step, rank) in train_data.py, so a resumed run sees exactly the batches the uninterrupted run would have seen.
+
+Two-Face (arch twoface) adds: a reference per sample, another photo of the same person (never the image itself),
+dropped with probability `train.reference_dropout` through the generator's per-sample `has_reference` flag; a
+local discriminator on a square crop around the hole (`train.local_gan`); and dlib's identity loss to the ground
+truth and to the reference (`train.identity_weight`). Each term is skipped when its weight is 0.
 """
 
 import copy
@@ -17,7 +22,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -33,12 +37,22 @@ from faceinpaint.checkpoint import (
     save_checkpoint,
 )
 from faceinpaint.config import Config, dump_config
-from faceinpaint.data_device import load_uint8
 from faceinpaint.errors import InpaintError
 from faceinpaint.figures import save_grid
-from faceinpaint.losses import hinge_discriminator, hinge_generator, hole_metrics, l1
-from faceinpaint.masks import mask_set, torch_masks
+from faceinpaint.losses import hinge_discriminator, hinge_generator, identity_losses, l1
 from faceinpaint.models import ARCHITECTURES, SNPatchGAN
+from faceinpaint.train_data import (
+    References,
+    batch_index,
+    hole_crops,
+    load_images,
+    masks,
+    pixels,
+    reference_batch,
+    seeded,
+    validate,
+    validation_set,
+)
 
 
 @dataclass
@@ -46,11 +60,6 @@ class TrainResult:
     run_dir: Path  # where the logs, samples and checkpoints are
     step: int  # the last completed step
     generator: nn.Module  # the EMA generator (what export-weights publishes)
-
-
-def _seeded(*numbers: int) -> torch.Generator:
-    """A CPU generator whose stream depends only on `numbers` (seed, stream id, step, ...)."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(numbers)).generate_state(1)[0]))
 
 
 def _distributed() -> tuple[int, int, torch.device]:
@@ -70,46 +79,6 @@ def _new_run_dir(root: Path, name: str) -> Path:
     run_dir = root / f"{max(numbers, default=-1) + 1:05d}-{name}"
     run_dir.mkdir(parents=True)
     return run_dir
-
-
-def _batch(images: torch.Tensor, step: int, rank: int, world: int, cfg: Config, device) -> torch.Tensor:
-    """This rank's images of a step: epoch-wise shuffles of the whole set, flips, float [-1, 1] on the device."""
-    size, batch = len(images), cfg.train.batch_size
-    positions = torch.arange((step * world + rank) * batch, (step * world + rank + 1) * batch)
-    epochs, index = positions // size, torch.empty(batch, dtype=torch.long)
-    for epoch in epochs.unique().tolist():
-        chosen = epochs == epoch
-        index[chosen] = torch.randperm(size, generator=_seeded(cfg.train.seed, 0, epoch))[positions[chosen] % size]
-    pixels = images[index.to(images.device)].to(device, non_blocking=True)
-    if cfg.data.flip:
-        flips = (torch.rand(batch, generator=_seeded(cfg.train.seed, 1, step, rank)) < 0.5).to(device)
-        pixels = torch.where(flips.view(-1, 1, 1, 1), pixels.flip(-1), pixels)
-    return pixels.float() / 127.5 - 1.0
-
-
-def _masks(step: int, rank: int, cfg: Config, device) -> torch.Tensor:
-    """One mask per sample, its kind drawn from cfg.data.masks: float (B, 1, R, R), 1 = hole."""
-    generator = _seeded(cfg.train.seed, 2, step, rank)
-    batch, size, kinds = cfg.train.batch_size, cfg.model.resolution, cfg.data.masks
-    choice = torch.randint(len(kinds), (batch,), generator=generator)
-    masks = torch.empty(batch, 1, size, size, device=device)
-    for number, kind in enumerate(kinds):
-        chosen = (choice == number).nonzero().flatten()
-        if len(chosen):
-            masks[chosen.to(device)] = torch_masks(kind, len(chosen), size, generator, device)
-    return masks
-
-
-@torch.no_grad()
-def validate(generator: nn.Module, images: torch.Tensor, masks: torch.Tensor, device, batch_size: int) -> dict:
-    """Hole L1 and hole PSNR of the composited output on the fixed validation subset."""
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        real = images[start : start + batch_size].to(device).float() / 127.5 - 1.0
-        mask = masks[start : start + batch_size].to(device)
-        outputs.append(generator(real * (1 - mask), mask)[1].float().cpu())
-    real = images.float() / 127.5 - 1.0
-    return hole_metrics(torch.cat(outputs), real, masks)
 
 
 class _StopSignal:
@@ -157,22 +126,32 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
     # Build data.
     if not cfg.data.train:
         raise InpaintError("data.train is empty: give a .flist, folder or .zip of training images")
-    train_images = load_uint8(cfg.data.train, cfg.model.resolution, cfg.data.workers)
+    guided = cfg.model.arch == "twoface"  # a reference per sample, validation with and without it
+    train_images, identities = load_images(cfg, "train")
+    references = References(identities) if guided else None
     if cfg.data.resident:
         train_images = train_images.to(device)
-    val_images = val_masks = None
-    if cfg.data.val and rank == 0:
-        val_images = load_uint8(cfg.data.val, cfg.model.resolution, cfg.data.workers)[: cfg.train.val_images]
-        val_masks = torch.from_numpy(mask_set("deepfill", len(val_images), cfg.model.resolution, seed=0))
-        val_masks = val_masks[:, None].float()
+    val_set = validation_set(cfg) if cfg.data.val and rank == 0 else None
 
     # Build networks.
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-    generator = ARCHITECTURES[cfg.model.arch](width=cfg.model.width).to(device, memory_format=memory_format)
+    generator = ARCHITECTURES[cfg.model.arch](**cfg.model_args()).to(device, memory_format=memory_format)
     discriminator = SNPatchGAN(width=cfg.model.discriminator_width).to(device, memory_format=memory_format)
+    # The local discriminator judges a square crop around the hole, resized to half the resolution (the seed's
+    # local + global pair); it shares the global one's optimiser and is saved under its own key.
+    local = None
+    if cfg.train.local_gan > 0:
+        local = SNPatchGAN(width=cfg.model.discriminator_width).to(device, memory_format=memory_format)
+    discriminators = [discriminator] + ([local] if local is not None else [])
+    identity_network = None
+    if cfg.train.identity_weight > 0:
+        from faceinpaint.models.dlib_resnet import DlibResNet
+
+        identity_network = DlibResNet.from_package().to(device)  # frozen: a loss, not part of the generator
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=cfg.train.lr, betas=cfg.train.betas)
-    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.train.lr, betas=cfg.train.betas)
+    optimizer_d = torch.optim.Adam([p for d in discriminators for p in d.parameters()], lr=cfg.train.lr,
+                                   betas=cfg.train.betas)  # fmt: skip
     start_step, wall_before = 0, 0.0
     if resume is not None:
         checkpoint = find_checkpoint(resume)
@@ -180,8 +159,10 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
         try:
             generator.load_state_dict(state["generator"])
             discriminator.load_state_dict(state["discriminator"])
+            if local is not None:
+                local.load_state_dict(state["local_discriminator"])
             ema.load_state_dict(state["ema"])
-        except RuntimeError as error:
+        except (RuntimeError, KeyError) as error:
             raise InpaintError(
                 f"checkpoint {checkpoint} does not fit this config's model: {str(error)[:200]}"
             ) from None
@@ -202,8 +183,10 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
         run_dir = Path(shared[0])
     generator_train = DistributedDataParallel(generator) if world > 1 else generator
     discriminator_train = DistributedDataParallel(discriminator) if world > 1 else discriminator
+    local_train = DistributedDataParallel(local) if world > 1 and local is not None else local
     if cfg.train.compile:
         generator_train, discriminator_train = torch.compile(generator_train), torch.compile(discriminator_train)
+        local_train = torch.compile(local_train) if local is not None else None
 
     writer = None
     if rank == 0:
@@ -231,6 +214,7 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
             "config": cfg.to_dict(),
             "generator": generator.state_dict(),
             "discriminator": discriminator.state_dict(),
+            **({"local_discriminator": local.state_dict()} if local is not None else {}),
             "ema": ema.state_dict(),
             "optimizer_g": optimizer_g.state_dict(),
             "optimizer_d": optimizer_d.state_dict(),
@@ -243,42 +227,67 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
         prune_checkpoints(run_dir, cfg.train.keep_checkpoints, cfg.train.keep_every)
 
     step = start_step
-    sums = torch.zeros(4, device=device)  # d, g_adv, l1_coarse, l1_refined: summed on the device, no sync per step
+    sums = {}  # loss name -> its sum since the last log, kept on the device: no sync per step
+    crop = cfg.model.resolution // 2  # the local discriminator's input size
     last_time, last_step = time.monotonic(), start_step
     bar = tqdm(total=cfg.train.max_steps, initial=start_step, disable=None if rank == 0 else True, file=sys.stderr)
     with _StopSignal() as stop:
         while step < cfg.train.max_steps:
-            real = _batch(train_images, step, rank, world, cfg, device).contiguous(memory_format=memory_format)
-            mask = _masks(step, rank, cfg, device)
+            index = batch_index(len(train_images), step, rank, world, cfg)
+            real = pixels(train_images, index, cfg.data.flip, seeded(cfg.train.seed, 1, step, rank), device)
+            real = real.contiguous(memory_format=memory_format)
+            mask = masks(step, rank, cfg, device)
+            guide, reference, available = {}, real, torch.zeros(len(index), dtype=torch.bool, device=device)
+            if guided:  # another photo of the same person; `given` is False where dropped or there is none
+                reference, available, given = reference_batch(train_images, references, index, step, rank, cfg, device)
+                guide = {"reference": reference.contiguous(memory_format=memory_format), "has_reference": given}
 
             # Discriminator step: real and completed images in one batch (one forward per step under DDP).
             with autocast:
-                coarse, refined = generator_train(real, mask)
+                coarse, refined = generator_train(real, mask, **guide)
                 completed = refined * mask + real * (1.0 - mask)
                 scores = discriminator_train(torch.cat([real, completed.detach()]), torch.cat([mask, mask]))
-                loss_d = hinge_discriminator(*scores.chunk(2))
+                terms = {"loss_d": hinge_discriminator(*scores.chunk(2))}
+                if local is not None:  # crops of (real, completed, mask) around the hole: (B, 7, crop, crop)
+                    crops = hole_crops(torch.cat([real, completed.detach(), mask], dim=1), mask, crop)
+                    real_crop, fake_crop, mask_crop = crops.split([3, 3, 1], dim=1)
+                    scores = local_train(torch.cat([real_crop, fake_crop]), torch.cat([mask_crop, mask_crop]))
+                    terms["loss_d_local"] = hinge_discriminator(*scores.chunk(2))
             optimizer_d.zero_grad(set_to_none=True)
-            loss_d.backward()
+            sum(terms.values()).backward()
             optimizer_d.step()
 
-            # Generator step: the bare discriminator, frozen, so DDP syncs no gradient it does not need.
-            discriminator.requires_grad_(False)
+            # Generator step: the bare discriminators, frozen, so DDP syncs no gradient it does not need.
+            for network in discriminators:
+                network.requires_grad_(False)
             with autocast:
-                loss_adv = hinge_generator(discriminator(completed, mask))
-                loss_coarse, loss_refined = l1(coarse, real), l1(refined, real)
+                terms["loss_g_adv"] = hinge_generator(discriminator(completed, mask))
+                terms["l1_coarse"], terms["l1_refined"] = l1(coarse, real), l1(refined, real)
                 loss_g = (
-                    cfg.train.l1_coarse * loss_coarse + cfg.train.l1_refined * loss_refined + cfg.train.gan * loss_adv
+                    cfg.train.l1_coarse * terms["l1_coarse"]
+                    + cfg.train.l1_refined * terms["l1_refined"]
+                    + cfg.train.gan * terms["loss_g_adv"]
                 )
+                if local is not None:
+                    fake_crop = hole_crops(completed, mask, crop)
+                    terms["loss_g_local"] = hinge_generator(local(fake_crop, mask_crop))
+                    loss_g = loss_g + cfg.train.local_gan * terms["loss_g_local"]
+                if identity_network is not None:  # to the ground truth, and to the reference where there is one
+                    to_target, to_reference = identity_losses(identity_network, completed, real, reference, available)
+                    terms["identity_target"], terms["identity_reference"] = to_target, to_reference
+                    loss_g = loss_g + cfg.train.identity_weight * (to_target + to_reference)
             optimizer_g.zero_grad(set_to_none=True)
             loss_g.backward()
             optimizer_g.step()
-            discriminator.requires_grad_(True)
+            for network in discriminators:
+                network.requires_grad_(True)
 
             # Update EMA.
             with torch.no_grad():
                 for averaged, current in zip(ema.parameters(), generator.parameters(), strict=True):
                     averaged.lerp_(current, 1.0 - cfg.train.ema)
-            sums += torch.stack([loss_d, loss_adv, loss_coarse, loss_refined]).detach()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value.detach().float()
             step += 1
             bar.update(1)
 
@@ -296,28 +305,27 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
                 continue
             if step % cfg.train.log_every == 0 or stopping or step == cfg.train.max_steps:
                 now = time.monotonic()
-                means = (sums / max(1, step - last_step)).tolist()
-                record = {"kind": "train", "step": step, "loss_d": means[0], "loss_g_adv": means[1],
-                          "l1_coarse": means[2], "l1_refined": means[3], "lr": cfg.train.lr,
+                values = (torch.stack(list(sums.values())) / max(1, step - last_step)).tolist()
+                means = dict(zip(sums, values, strict=True))
+                record = {"kind": "train", "step": step, **means, "lr": cfg.train.lr,
                           "it_per_s": (step - last_step) / max(now - last_time, 1e-9)}  # fmt: skip
                 if device.type == "cuda":
                     record["gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
                 log(record)
-                bar.set_postfix(l1=f"{means[3]:.4f}", d=f"{means[0]:.3f}")
+                bar.set_postfix(l1=f"{means['l1_refined']:.4f}", d=f"{means['loss_d']:.3f}")
                 eta = (cfg.train.max_steps - step) / max(record["it_per_s"], 1e-9)
                 with open(run_dir / "log.txt", "a") as stream:
                     stream.write(f"step {step} " + " ".join(f"{k}={v:.4g}" for k, v in list(record.items())[2:])
                                  + f" eta={eta / 3600:.2f}h\n")  # fmt: skip
-                sums.zero_()
+                sums = {}
                 last_time, last_step = now, step
             if step % cfg.train.sample_every == 0:
-                grid = save_grid(real, mask, coarse, refined, run_dir / "samples" / f"step-{step:07d}.png")
+                path = run_dir / "samples" / f"step-{step:07d}.png"
+                grid = save_grid(real, mask, coarse, refined, path, reference=guide.get("reference"))
                 if writer is not None:
                     writer.add_image("samples", grid, step, dataformats="HWC")
-            if val_images is not None and (step % cfg.train.val_every == 0 or step == cfg.train.max_steps):
-                log(
-                    {"kind": "val", "step": step, **validate(ema, val_images, val_masks, device, cfg.train.batch_size)}
-                )
+            if val_set is not None and (step % cfg.train.val_every == 0 or step == cfg.train.max_steps):
+                log({"kind": "val", "step": step, **validate(ema, val_set, device, cfg.train.batch_size)})
             if step % cfg.train.save_every == 0 or stopping or step == cfg.train.max_steps:
                 save(step)
             if stopping:

@@ -2,7 +2,8 @@
 
 from faceinpaint.models.deepfill import DeepFillV2
 from faceinpaint.models.discriminator import SNPatchGAN
+from faceinpaint.models.twoface import TwoFace
 
-ARCHITECTURES = {"deepfillv2": DeepFillV2}
+ARCHITECTURES = {"deepfillv2": DeepFillV2, "twoface": TwoFace}
 
-__all__ = ["ARCHITECTURES", "DeepFillV2", "SNPatchGAN"]
+__all__ = ["ARCHITECTURES", "DeepFillV2", "SNPatchGAN", "TwoFace"]

@@ -81,15 +81,22 @@ class DeepFillV2(nn.Module):
         self.refine_decoder = _decoder(8 * base, base)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        coarse, pasted, mask = self.coarse_stage(image, mask)
+        features = self.refinement_features(pasted, mask)
+        return coarse, torch.tanh(self.refine_decoder(features))
+
+    def coarse_stage(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(coarse output, coarse pasted into the hole's known surroundings, mask in the image's dtype)."""
         mask = mask.to(image.dtype)
         known = image * (1.0 - mask)
         ones = torch.ones_like(mask)
         coarse = torch.tanh(self.coarse(torch.cat([known, ones, mask], dim=1)))  # input (B, 5, H, W)
+        return coarse, coarse * mask + known, mask
 
-        pasted = coarse * mask + known
+    def refinement_features(self, pasted: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The two refinement branches, concatenated: (B, 8*base, H/4, W/4), the input of `refine_decoder`."""
         dilated = self.refine_conv(pasted)  # (B, 4*base, H/4, W/4)
         features = self.refine_attention_encoder(pasted)
         small_mask = F.max_pool2d(mask, 4)  # a cell is a hole if any of its pixels is
         features = self.refine_attention_decoder(self.attention(features, features, small_mask))
-        refined = torch.tanh(self.refine_decoder(torch.cat([dilated, features], dim=1)))
-        return coarse, refined
+        return torch.cat([dilated, features], dim=1)

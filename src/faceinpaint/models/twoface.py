@@ -1,0 +1,144 @@
+"""Two-Face: DeepFillv2 guided by a reference photo of the same person (cross-attention + identity FiLM)."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from faceinpaint.models.deepfill import DeepFillV2
+from faceinpaint.models.layers import GatedConv2d
+
+
+def coordinate_features(height: int, width: int, frequencies: int, like: torch.Tensor) -> torch.Tensor:
+    """Sines and cosines of the normalised (x, y) position at `frequencies` octaves: (1, 4 * frequencies, H, W).
+
+    Faces are aligned, so "the same place in the other photo" is a strong prior for where an eye or a brow comes
+    from; these channels let the attention use it at any resolution.
+    """
+    ys = torch.linspace(-1.0, 1.0, height, device=like.device, dtype=like.dtype).view(1, height, 1)
+    xs = torch.linspace(-1.0, 1.0, width, device=like.device, dtype=like.dtype).view(1, 1, width)
+    scales = (math.pi * 2.0 ** torch.arange(frequencies, device=like.device, dtype=like.dtype)).view(-1, 1, 1)
+    ys, xs = (ys * scales).expand(-1, -1, width), (xs * scales).expand(-1, height, -1)  # (F, H, W) each
+    return torch.cat([ys.sin(), ys.cos(), xs.sin(), xs.cos()])[None]
+
+
+class ReferenceAttention(nn.Module):
+    """Multi-head cross-attention (Vaswani et al., NeurIPS 2017) from inpainting features to reference features.
+
+    Queries come from the refinement features of the image, keys and values from the reference encoder; both
+    sides see `coordinate_features`. The output projection starts at zero, so a fresh model ignores the
+    reference and learns how much to borrow.
+    """
+
+    def __init__(
+        self,
+        channels: int,  # channels of the features that ask (and of the output)
+        reference_channels: int,  # channels of the reference features that answer
+        heads: int = 4,  # attention heads; must divide `channels`
+        frequencies: int = 4,  # octaves of the position encoding added to queries and keys
+    ):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"{channels} channels cannot be split into {heads} heads")
+        self.heads, self.frequencies = heads, frequencies
+        position = 4 * frequencies
+        self.query = nn.Conv2d(channels + position, channels, 1)
+        self.key = nn.Conv2d(reference_channels + position, channels, 1)
+        self.value = nn.Conv2d(reference_channels, channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels = x.shape[:2]
+        return x.view(batch, self.heads, channels // self.heads, -1).transpose(2, 3)  # (B, heads, HW, C/heads)
+
+    def forward(self, features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) features attend to (B, Cr, h', w') reference features; returns (B, C, h, w)."""
+        batch, channels, height, width = features.shape
+        where = coordinate_features(height, width, self.frequencies, features).expand(batch, -1, -1, -1)
+        where_ref = coordinate_features(*reference.shape[-2:], self.frequencies, reference)
+        query = self._tokens(self.query(torch.cat([features, where], dim=1)))
+        key = self._tokens(self.key(torch.cat([reference, where_ref.expand(batch, -1, -1, -1)], dim=1)))
+        value = self._tokens(self.value(reference))
+        attended = F.scaled_dot_product_attention(query, key, value)  # (B, heads, hw, C/heads)
+        return self.out(attended.transpose(2, 3).reshape(batch, channels, height, width))
+
+
+class TwoFace(DeepFillV2):
+    """Reference-guided face inpainting: DeepFillv2 (Yu et al., ICCV 2019) plus a reference branch.
+
+    The task of the Two-Face seed (a reference photo of the same person helps to fill the hole), on DeepFillv2's
+    free-form two-stage generator: its coarse stage and both refinement branches are inherited unchanged (same
+    parameter names). A reference encoder turns the reference photo into features at 1/4 resolution; the
+    refinement features of the hole borrow from them by cross-attention (details such as the eyes), and a small
+    learned identity encoder pools them into an embedding that modulates the refinement features (FiLM: Perez
+    et al., AAAI 2018) before the shared decoder. The identity *loss* (dlib's network) is outside the model.
+
+    `forward(image, mask, reference=None, has_reference=None)`: `image` (B, 3, H, W) in [-1, 1], `mask`
+    (B, 1, H, W) with 1 = hole, H and W multiples of 8, `reference` like `image` (any multiple of 4 in size) or
+    None. Without a reference the model is plain inpainting. `has_reference` (B,) bool marks the samples whose
+    reference is real: for the others the output is exactly the no-reference output, whatever their reference
+    tensor holds (this is how training drops references per sample). Returns `(coarse, refined)`, both
+    (B, 3, H, W) in [-1, 1], not composited. Pixels under the hole are ignored.
+    """
+
+    def __init__(
+        self,
+        width: int = 48,  # the paper's cnum for the inpainting path (DeepFillv2's width)
+        reference_width: int = 32,  # the same for the reference encoder
+        identity_dim: int = 128,  # size of the learned identity embedding that drives FiLM
+        attention_heads: int = 4,  # heads of the cross-attention to the reference
+    ):
+        super().__init__(width)
+        if reference_width % 4:
+            raise ValueError(f"reference_width must be a multiple of 4, got {reference_width}")
+        base, reference_base = width // 2, reference_width // 2
+        features = 8 * base  # the concatenated refinement branches at 1/4 resolution
+        self.reference_encoder = nn.Sequential(
+            GatedConv2d(3, reference_base, 5),
+            GatedConv2d(reference_base, 2 * reference_base, 3, stride=2),
+            GatedConv2d(2 * reference_base, 2 * reference_base),
+            GatedConv2d(2 * reference_base, 4 * reference_base, 3, stride=2),
+            GatedConv2d(4 * reference_base, 4 * reference_base),
+            GatedConv2d(4 * reference_base, 4 * reference_base),
+        )
+        self.reference_attention = ReferenceAttention(features, 4 * reference_base, attention_heads)
+        self.identity_encoder = nn.Sequential(
+            GatedConv2d(4 * reference_base, 4 * reference_base, 3, stride=2),
+            GatedConv2d(4 * reference_base, 8 * reference_base, 3, stride=2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8 * reference_base, identity_dim),
+        )
+        self.film = nn.Linear(identity_dim, 2 * features)  # per-channel (scale, shift), zero at the start
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def identity(self, reference: torch.Tensor) -> torch.Tensor:
+        """The learned identity embedding (B, identity_dim), unit length, of reference photos."""
+        return F.normalize(self.identity_encoder(self.reference_encoder(reference)).float(), dim=1)
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        mask: torch.Tensor,
+        reference: torch.Tensor | None = None,
+        has_reference: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        coarse, pasted, mask = self.coarse_stage(image, mask)
+        features = self.refinement_features(pasted, mask)  # (B, 8*base, H/4, W/4)
+        if reference is not None:
+            if reference.ndim != 4 or reference.shape[:2] != image.shape[:2]:
+                raise ValueError(f"reference {tuple(reference.shape)} does not fit image {tuple(image.shape)}")
+            encoded = self.reference_encoder(reference.to(image.dtype))  # (B, 4*reference_base, H/4, W/4)
+            # Only the hole borrows: known cells keep their own features, so the reference cannot disturb them.
+            borrowed = self.reference_attention(features, encoded) * F.max_pool2d(mask, 4)
+            embedding = F.normalize(self.identity_encoder(encoded), dim=1)
+            scale, shift = self.film(embedding)[:, :, None, None].chunk(2, dim=1)
+            guided = (features + borrowed) * (1.0 + scale) + shift
+            if has_reference is not None:  # where, not a product: the dropped samples' gradients vanish too
+                guided = torch.where(has_reference.to(features.device).view(-1, 1, 1, 1), guided, features)
+            features = guided
+        return coarse, torch.tanh(self.refine_decoder(features))
