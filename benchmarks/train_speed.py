@@ -20,6 +20,7 @@ from faceinpaint.train import train
 
 
 def _images(folder: Path, count: int, size: int) -> Path:
+    folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for number in range(count):
         pixels = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)

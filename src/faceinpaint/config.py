@@ -105,6 +105,8 @@ def _coerce(value, kind, where: str):
             return float(value)
         except ValueError:
             pass
+    if kind is str and value is None:  # `--set data.val=` or an empty YAML value: the empty string
+        return ""
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
