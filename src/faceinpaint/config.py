@@ -157,6 +157,16 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def read_yaml(path: Path, what: str):
+    """A YAML file's contents ({} when empty); a missing file or bad YAML is a one-line InpaintError."""
+    if not path.is_file():
+        raise InpaintError(f"{what} {path}: no such file")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise InpaintError(f"{what} {path}: not valid YAML ({' '.join(str(error).split())})") from None
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a YAML experiment config, apply `--set` overrides, and return it typed and frozen.
 
@@ -167,12 +177,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         The Config; its `name` is the file's stem.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InpaintError(f"config {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise InpaintError(f"config {path}: not valid YAML ({' '.join(str(error).split())})") from None
+    data = read_yaml(path, "config")
     if not isinstance(data, dict):
         raise InpaintError(f"config {path}: expected sections model, data and train")
     return from_dict(apply_overrides(data, overrides or []), name=path.stem)

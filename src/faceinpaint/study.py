@@ -33,15 +33,10 @@ class StudyConfig:
 
 def load_study_config(path: str | Path) -> StudyConfig:
     """Read a study YAML file into a StudyConfig; unknown keys and missing required keys are InpaintErrors."""
-    import yaml
+    from faceinpaint.config import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise InpaintError(f"study config {path}: no such file")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise InpaintError(f"study config {path}: not valid YAML ({error})") from None
+    raw = read_yaml(path, "study config")
     known = {field.name for field in fields(StudyConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:
