@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,7 +68,19 @@ def test_evaluate_command_with_a_mask_file(tmp_path, faces, capsys):
     )
     assert code == 0
     rows = (tmp_path / "eval" / "results.csv").read_text().splitlines()
-    assert rows[0].startswith("method,hole,count,psnr,l1,l1_hole") and rows[1].startswith("telea,all,4,")
+    assert rows[0].startswith("method,hole,count,psnr,psnr_hole,l1,l1_hole") and rows[1].startswith("telea,all,4,")
+
+
+def test_a_file_list_of_absolute_paths_writes_outputs_inside_the_output_folder(tmp_path, faces):
+    listed = sorted(faces.rglob("*.png"))
+    flist = tmp_path / "lists" / "val.flist"
+    flist.parent.mkdir()
+    flist.write_text("# validation\n\n" + f"{listed[0]}\n../faces/{listed[1].relative_to(faces)}\n")
+    assert main(["evaluate", "--weights", "telea", "--images", str(flist), "--masks", "center", "--metrics", "psnr",
+                 "--out", str(tmp_path / "eval"), "--device", "cpu"]) == 0  # fmt: skip
+    written = sorted(p.relative_to(tmp_path / "eval" / "telea") for p in (tmp_path / "eval").rglob("*.png"))
+    assert written == sorted([listed[0].relative_to("/"), Path("faces", listed[1].relative_to(faces))])
+    assert sorted(faces.rglob("*.png")) == listed  # nothing written beside the inputs
 
 
 def test_evaluate_command_rejects_an_unknown_metric(tmp_path, faces, capsys):

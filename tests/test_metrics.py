@@ -17,6 +17,7 @@ from faceinpaint.metrics import (
     l1,
     l1_hole,
     psnr,
+    psnr_hole,
     ssim,
 )
 
@@ -50,6 +51,20 @@ def test_l1_hole_counts_only_hole_pixels():
     output[..., :4, :] = 1.0  # hole pixels off by 1 on the [0, 1] scale, known pixels exact
     np.testing.assert_allclose(l1_hole(output, target, hole), 1.0)
     np.testing.assert_allclose(l1(output, target), 0.5)
+
+
+def test_psnr_hole_measures_only_the_hole():
+    rng = np.random.default_rng(2)
+    target = rng.integers(20, 236, (2, 16, 16, 3)).astype(np.uint8)
+    output = target.copy()
+    output[:, :4] += 10  # the hole's pixels off by 10 levels, the rest exact
+    output[1, 4:] += 5  # ...and in the second image the kept pixels off too: the hole PSNR must not notice
+    hole = torch.zeros(2, 1, 16, 16)
+    hole[..., :4, :] = 1
+    got = psnr_hole(uint8_to_tensor(output), uint8_to_tensor(target), hole)
+    np.testing.assert_allclose(got, 10 * math.log10(255**2 / 100), rtol=1e-9)
+    assert psnr(uint8_to_tensor(output), uint8_to_tensor(target))[0] > got[0] + 5  # diluted by the exact pixels
+    assert np.isnan(psnr_hole(uint8_to_tensor(output), uint8_to_tensor(target), torch.zeros_like(hole))).all()
 
 
 def test_ssim_matches_scikit_image():

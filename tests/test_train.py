@@ -19,6 +19,8 @@ from faceinpaint.checkpoint import export_weights, list_checkpoints, load_checkp
 from faceinpaint.cli import main
 from faceinpaint.config import dump_config, from_dict, load_config
 from faceinpaint.inpainter import Inpainter
+from faceinpaint.models.deepfill import DeepFillV2
+from faceinpaint.models.discriminator import SNPatchGAN
 from faceinpaint.train import train
 
 
@@ -84,6 +86,35 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path):
     assert _losses(resumed.run_dir) == _losses(full.run_dir)
     for key, value in full.generator.state_dict().items():
         assert torch.equal(value, resumed.generator.state_dict()[key])
+
+
+def test_without_the_adversarial_term_the_discriminator_is_left_alone(tmp_path):
+    result = train(from_dict(tiny_config(tmp_path, max_steps=6, gan=0.0), name="tiny"))
+    records = [r for r in read_metrics(result.run_dir) if r["kind"] == "train"]
+    assert records and all("loss_d" not in r and "loss_g_adv" not in r for r in records)
+    torch.manual_seed(0)  # the trainer's seed and order of construction: the initial discriminator
+    DeepFillV2(width=8)
+    untouched = SNPatchGAN(width=8).state_dict()
+    saved = load_checkpoint(list_checkpoints(result.run_dir)[-1][1])["discriminator"]
+    for key, value in untouched.items():
+        assert torch.equal(value, saved[key]), key
+
+
+def test_slim_checkpoint_resumes_in_a_new_run_and_is_never_written_to(tmp_path):
+    first = train(from_dict(tiny_config(tmp_path, max_steps=10), name="tiny"))
+    kept = tmp_path / "kept" / "tiny.pt"
+    assert main(["export-weights", str(first.run_dir), str(tmp_path / "model"), "--keep-checkpoint", str(kept)]) == 0
+    state = load_checkpoint(kept)
+    assert state["step"] == 10 and "optimizer_g" not in state
+    assert all(t.dtype == torch.float16 for t in state["ema"].values() if t.is_floating_point())
+    assert [r["step"] for r in state["metrics"] if r["kind"] == "train"] == list(range(1, 11))
+    before = kept.read_bytes()
+    with pytest.warns(UserWarning, match="no optimiser state"):
+        resumed = train(from_dict(tiny_config(tmp_path, max_steps=15), name="tiny"), resume=kept)
+    assert resumed.step == 15 and resumed.run_dir != first.run_dir
+    steps = [r["step"] for r in read_metrics(resumed.run_dir) if r["kind"] == "train"]
+    assert steps == list(range(1, 16))  # the history comes along
+    assert kept.read_bytes() == before and list(kept.parent.iterdir()) == [kept]
 
 
 def test_sigterm_leaves_a_valid_last_checkpoint(tmp_path):

@@ -71,12 +71,24 @@ def run_dir_of(checkpoint: Path) -> Path:
     return checkpoint.parent.parent
 
 
+def in_run_dir(checkpoint: Path) -> bool:
+    """Whether a checkpoint lies in a run dir's checkpoints/ folder (else it was kept elsewhere, e.g. in the repo)."""
+    return checkpoint.parent.name == "checkpoints" and (run_dir_of(checkpoint) / "config.yaml").is_file()
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     """Every record of a run's metrics.jsonl (training logs and validations), in order."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _spread(records: list[dict], count: int) -> list[dict]:
+    """At most `count` records spread evenly over the list, the first and the last included."""
+    if len(records) <= count:
+        return records
+    return [records[round(i * (len(records) - 1) / (count - 1))] for i in range(count)]
 
 
 def _card(name: str, state: dict, run_dir: Path) -> str:
@@ -107,19 +119,54 @@ def _card(name: str, state: dict, run_dir: Path) -> str:
     ]
     if validations:
         last = validations[-1]
+        size = {r["step"]: r.get("resolution", config.model.resolution) for r in validations}  # older logs: none
         if "hole_l1_reference" in last:  # reference-guided: without the reference, then with it
-            lines += ["| step | hole L1 | hole PSNR (dB) | hole L1, reference | hole PSNR, reference (dB) |",
-                      "|---|---|---|---|---|"]  # fmt: skip
-            lines += [f"| {r['step']} | {r['hole_l1']:.4f} | {r['hole_psnr']:.2f} | {r['hole_l1_reference']:.4f} "
-                      f"| {r['hole_psnr_reference']:.2f} |" for r in validations[-5:]]  # fmt: skip
+            lines += ["| step | size | hole L1 | hole PSNR (dB) | hole L1, reference | hole PSNR, reference (dB) |",
+                      "|---|---|---|---|---|---|"]  # fmt: skip
+            lines += [f"| {r['step']} | {size[r['step']]} | {r['hole_l1']:.4f} | {r['hole_psnr']:.2f} "
+                      f"| {r['hole_l1_reference']:.4f} | {r['hole_psnr_reference']:.2f} |"
+                      for r in _spread(validations, 12)]  # fmt: skip
         else:
-            lines += ["| step | hole L1 | hole PSNR (dB) |", "|---|---|---|"]
-            lines += [f"| {r['step']} | {r['hole_l1']:.4f} | {r['hole_psnr']:.2f} |" for r in validations[-5:]]
+            lines += ["| step | size | hole L1 | hole PSNR (dB) |", "|---|---|---|---|"]
+            lines += [f"| {r['step']} | {size[r['step']]} | {r['hole_l1']:.4f} | {r['hole_psnr']:.2f} |"
+                      for r in _spread(validations, 12)]  # fmt: skip
         lines += ["", f"Last validation at step {last['step']}."]
     else:
         lines.append("No validation was run.")
+    if train_logs:  # the loss curve: each row is the mean since the previous log line
+        lines += ["", "## Loss curve", "| step | L1 coarse | L1 refined | G adversarial | D hinge | it/s |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in _spread(train_logs, 12):
+            cells = [
+                f"{r[key]:.4f}" if key in r else "-" for key in ("l1_coarse", "l1_refined", "loss_g_adv", "loss_d")
+            ]
+            lines.append(f"| {r['step']} | {' | '.join(cells)} | {r.get('it_per_s', 0.0):.3f} |")
     lines += ["", "## Recipe", "```yaml", dump_config(config).rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+NETWORKS = ("generator", "discriminator", "local_discriminator", "ema")
+
+
+def slim_checkpoint(run_dir_or_checkpoint: str | Path, out: str | Path) -> Path:
+    """Keep a run's latest checkpoint (or a given one) small enough for git: every network in float16, no optimiser.
+
+    The slim file holds the generator, discriminator(s) and EMA, the step, config, wall time and hardware, and the
+    run's metrics history; `faceinpaint train CONFIG --resume OUT` continues from it in a new run dir (Adam's
+    moments restart). `out` is replaced atomically when it exists; it must not be the checkpoint it is made from.
+    """
+    checkpoint, out = find_checkpoint(run_dir_or_checkpoint), Path(out)
+    if out.exists() and out.resolve() == checkpoint.resolve():
+        raise InpaintError(f"{out}: that is the checkpoint being slimmed; write the slim copy elsewhere")
+    state = load_checkpoint(checkpoint)
+    slim = {key: value for key, value in state.items() if key not in ("optimizer_g", "optimizer_d", "rng_cpu")}
+    for key in NETWORKS:
+        if key in slim:
+            slim[key] = {name: t.half() if t.is_floating_point() else t for name, t in slim[key].items()}
+    if in_run_dir(checkpoint):
+        slim["metrics"] = [r for r in read_metrics(run_dir_of(checkpoint)) if r.get("step", 0) <= state["step"]]
+    save_checkpoint(slim, out)
+    return out
 
 
 def inpainter_from_checkpoint(state: dict, device: str = "cpu") -> Inpainter:

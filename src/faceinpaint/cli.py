@@ -76,10 +76,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export_weights(args: argparse.Namespace) -> int:
-    from faceinpaint.checkpoint import export_weights
+    from faceinpaint.checkpoint import export_weights, slim_checkpoint
 
     out = export_weights(args.run_dir, args.out_dir, fp16=args.fp16)
     print(f"wrote model dir {out}")
+    if args.keep_checkpoint is not None:
+        kept = slim_checkpoint(args.run_dir, args.keep_checkpoint)
+        print(f"wrote training checkpoint {kept} ({kept.stat().st_size / 2**20:.1f} MiB); resume with --resume {kept}")
     return 0
 
 
@@ -283,12 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="turn a run's latest checkpoint into a model dir",
         description="Write OUT_DIR (config.json, model.safetensors with the EMA generator, README.md model card "
         "filled from the run) from RUN_DIR's latest checkpoint, or from a checkpoint file.",
-        epilog="example:\n  faceinpaint export-weights runs/00003-deepfillv2_face-256 weights/my-model --fp16",
+        epilog="example:\n  faceinpaint export-weights runs/00003-deepfillv2_face-256 weights/my-model --fp16 "
+        "--keep-checkpoint checkpoints/my-model.pt",
         formatter_class=formatter,
     )
     export.add_argument("run_dir", type=Path, help="run dir or checkpoint file")
     export.add_argument("out_dir", type=Path, help="the new model dir (must not exist)")
     export.add_argument("--fp16", action="store_true", help="store float16 weights (half the size)")
+    export.add_argument(
+        "--keep-checkpoint",
+        type=Path,
+        metavar="PATH",
+        help="also write the networks (G, D, EMA) in float16 without optimiser state, for `train --resume PATH`",
+    )
     export.set_defaults(func=cmd_export_weights)
 
     progress = commands.add_parser(

@@ -31,12 +31,13 @@ from faceinpaint.metrics import (
     l1,
     l1_hole,
     psnr,
+    psnr_hole,
     ssim,
 )
 
 # What `--metrics` accepts -> the columns each one adds to the results (higher or lower is better, see COLUMNS).
 METRICS = {
-    "psnr": ("psnr",),
+    "psnr": ("psnr", "psnr_hole"),
     "ssim": ("ssim",),
     "l1": ("l1", "l1_hole"),
     "stlpips": ("stlpips",),
@@ -47,6 +48,7 @@ METRICS = {
 # column -> (table heading, format); the arrow says which way is better.
 COLUMNS = {
     "psnr": ("PSNR ↑", "{:.2f}"),
+    "psnr_hole": ("PSNR hole ↑", "{:.2f}"),
     "ssim": ("SSIM ↑", "{:.4f}"),
     "l1": ("L1 ↓", "{:.4f}"),
     "l1_hole": ("L1 hole ↓", "{:.4f}"),
@@ -60,20 +62,26 @@ COLUMNS = {
 SET_LEVEL = ("fid", "u_ids", "p_ids")
 
 
+def _list_key(line: str) -> str:
+    """A file list entry's key: "/data/celeba/07450/1.jpg" -> "data/celeba/07450/1", "../x/2.png" -> "x/2"."""
+    path = Path(line).with_suffix("")
+    return "/".join(part for part in path.parts[1 if path.is_absolute() else 0 :] if part not in (".", ".."))
+
+
 def list_images(source: str | Path) -> dict[str, Path]:
     """Images keyed by their path relative to the folder, without extension ("07450/003"), sorted.
 
     `source` is a folder (searched recursively) or a file list: one image path per line, relative to the list's
-    folder or absolute; blank lines and lines starting with # are skipped.
+    folder or absolute; blank lines and lines starting with # are skipped. A listed path's key is the path itself
+    without its root and any "." or ".." part, so outputs named by key always land inside the output folder.
     """
     source = Path(source)
     if source.is_dir():
         found = {str(p.relative_to(source).with_suffix("")): p for p in find_images(source)}
     elif source.is_file():
         lines = [line.strip() for line in source.read_text().splitlines()]
-        paths = [source.parent / line for line in lines if line and not line.startswith("#")]
-        found = {str(Path(line).with_suffix("")): path for line, path in zip(lines, paths, strict=False)}
-        found = {str(p.with_suffix("")) if p.is_absolute() else k: p for k, p in found.items()}
+        lines = [line for line in lines if line and not line.startswith("#")]
+        found = {_list_key(line): source.parent / line for line in lines}
     else:
         raise InpaintError(f"--images {source}: no such folder or file list")
     if not found:
@@ -264,6 +272,7 @@ def _measure(values, index, output, target, hole, judges, targets_prepared, devi
     """Fill the per-image columns of `values` at `index` for one batch."""
     if "psnr" in values:
         values["psnr"][index] = psnr(output, target)
+        values["psnr_hole"][index] = psnr_hole(output, target, hole)
     if "ssim" in values:
         values["ssim"][index] = ssim(output.to(device), target.to(device))
     if "l1" in values:

@@ -66,6 +66,19 @@ def ssim(output: torch.Tensor, target: torch.Tensor) -> np.ndarray:
     return ssim_map.flatten(1).mean(dim=1).cpu().numpy()
 
 
+def psnr_hole(output: torch.Tensor, target: torch.Tensor, hole: torch.Tensor) -> np.ndarray:
+    """PSNR in dB over the hole pixels only (0-255 scale): what inpainting changes, undiluted by the kept pixels.
+
+    NaN for an empty hole, +inf where the hole is reproduced exactly.
+    """
+    weight = hole.double().expand_as(output)
+    squared = (_to_255(output) - _to_255(target)).pow(2)
+    total = weight.flatten(1).sum(dim=1)
+    mse = ((squared * weight).flatten(1).sum(dim=1) / total).cpu().numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 10.0 * np.log10(255.0**2 / mse)
+
+
 def l1(output: torch.Tensor, target: torch.Tensor) -> np.ndarray:
     """Mean absolute error on the [0, 1] scale over the whole image."""
     return ((_to_255(output) - _to_255(target)).abs() / 255.0).flatten(1).mean(dim=1).cpu().numpy()

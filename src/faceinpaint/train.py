@@ -31,6 +31,7 @@ from tqdm import tqdm
 from faceinpaint.checkpoint import (
     checkpoint_path,
     find_checkpoint,
+    in_run_dir,
     load_checkpoint,
     prune_checkpoints,
     run_dir_of,
@@ -119,7 +120,8 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
         The run dir, the last step and the EMA generator.
     """
     rank, world, device = _distributed()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16 and device.type == "cuda")
+    bf16 = cfg.train.bf16 and (device.type == "cuda" or cfg.train.cpu_bf16)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     started = time.monotonic()
 
@@ -174,10 +176,17 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
         if "rng_cpu" in state:  # every draw of the loop is seeded by step; this restores anything else
             torch.set_rng_state(state["rng_cpu"])
         start_step, wall_before = state["step"], state.get("wall_seconds", 0.0)
+    # A checkpoint inside a run dir continues that run; one kept elsewhere (the slim one in the repo) starts a new run
+    # dir that inherits its step count and metrics history, so the repo copy is never written to.
+    in_run = resume is not None and in_run_dir(checkpoint)
+    if in_run:
         run_dir = run_dir_of(checkpoint)
     elif rank == 0:
         run_dir = _new_run_dir(Path(cfg.train.run_root), cfg.name)
-    if world > 1 and resume is None:  # every rank learns rank 0's new run dir
+        if resume is not None:
+            history = "".join(json.dumps(record) + "\n" for record in state.get("metrics", []))
+            (run_dir / "metrics.jsonl").write_text(history)
+    if world > 1 and not in_run:  # every rank learns rank 0's new run dir
         shared = [str(run_dir) if rank == 0 else None]
         dist.broadcast_object_list(shared, src=0)
         run_dir = Path(shared[0])
@@ -229,6 +238,7 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
     step = start_step
     sums = {}  # loss name -> its sum since the last log, kept on the device: no sync per step
     crop = cfg.model.resolution // 2  # the local discriminator's input size
+    adversarial = cfg.train.gan > 0  # without it (a reconstruction warm-up) the global discriminator is skipped
     last_time, last_step = time.monotonic(), start_step
     bar = tqdm(total=cfg.train.max_steps, initial=start_step, disable=None if rank == 0 else True, file=sys.stderr)
     with _StopSignal() as stop:
@@ -246,28 +256,29 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
             with autocast:
                 coarse, refined = generator_train(real, mask, **guide)
                 completed = refined * mask + real * (1.0 - mask)
-                scores = discriminator_train(torch.cat([real, completed.detach()]), torch.cat([mask, mask]))
-                terms = {"loss_d": hinge_discriminator(*scores.chunk(2))}
+                terms = {}
+                if adversarial:
+                    scores = discriminator_train(torch.cat([real, completed.detach()]), torch.cat([mask, mask]))
+                    terms["loss_d"] = hinge_discriminator(*scores.chunk(2))
                 if local is not None:  # crops of (real, completed, mask) around the hole: (B, 7, crop, crop)
                     crops = hole_crops(torch.cat([real, completed.detach(), mask], dim=1), mask, crop)
                     real_crop, fake_crop, mask_crop = crops.split([3, 3, 1], dim=1)
                     scores = local_train(torch.cat([real_crop, fake_crop]), torch.cat([mask_crop, mask_crop]))
                     terms["loss_d_local"] = hinge_discriminator(*scores.chunk(2))
-            optimizer_d.zero_grad(set_to_none=True)
-            sum(terms.values()).backward()
-            optimizer_d.step()
+            if terms:
+                optimizer_d.zero_grad(set_to_none=True)
+                sum(terms.values()).backward()
+                optimizer_d.step()
 
             # Generator step: the bare discriminators, frozen, so DDP syncs no gradient it does not need.
             for network in discriminators:
                 network.requires_grad_(False)
             with autocast:
-                terms["loss_g_adv"] = hinge_generator(discriminator(completed, mask))
                 terms["l1_coarse"], terms["l1_refined"] = l1(coarse, real), l1(refined, real)
-                loss_g = (
-                    cfg.train.l1_coarse * terms["l1_coarse"]
-                    + cfg.train.l1_refined * terms["l1_refined"]
-                    + cfg.train.gan * terms["loss_g_adv"]
-                )
+                loss_g = cfg.train.l1_coarse * terms["l1_coarse"] + cfg.train.l1_refined * terms["l1_refined"]
+                if adversarial:
+                    terms["loss_g_adv"] = hinge_generator(discriminator(completed, mask))
+                    loss_g = loss_g + cfg.train.gan * terms["loss_g_adv"]
                 if local is not None:
                     fake_crop = hole_crops(completed, mask, crop)
                     terms["loss_g_local"] = hinge_generator(local(fake_crop, mask_crop))
@@ -282,10 +293,11 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
             for network in discriminators:
                 network.requires_grad_(True)
 
-            # Update EMA.
+            # Update EMA, with a short warm-up so that early checkpoints do not average in the random start.
+            decay = min(cfg.train.ema, (1.0 + step) / (10.0 + step))
             with torch.no_grad():
                 for averaged, current in zip(ema.parameters(), generator.parameters(), strict=True):
-                    averaged.lerp_(current, 1.0 - cfg.train.ema)
+                    averaged.lerp_(current, 1.0 - decay)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
             step += 1
@@ -312,7 +324,7 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
                 if device.type == "cuda":
                     record["gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
                 log(record)
-                bar.set_postfix(l1=f"{means['l1_refined']:.4f}", d=f"{means['loss_d']:.3f}")
+                bar.set_postfix(l1=f"{means['l1_refined']:.4f}", d=f"{means.get('loss_d', 0.0):.3f}")
                 eta = (cfg.train.max_steps - step) / max(record["it_per_s"], 1e-9)
                 with open(run_dir / "log.txt", "a") as stream:
                     stream.write(f"step {step} " + " ".join(f"{k}={v:.4g}" for k, v in list(record.items())[2:])
@@ -325,7 +337,8 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
                 if writer is not None:
                     writer.add_image("samples", grid, step, dataformats="HWC")
             if val_set is not None and (step % cfg.train.val_every == 0 or step == cfg.train.max_steps):
-                log({"kind": "val", "step": step, **validate(ema, val_set, device, cfg.train.batch_size)})
+                scores = validate(ema, val_set, device, cfg.train.batch_size)
+                log({"kind": "val", "step": step, "resolution": cfg.model.resolution, **scores})
             if step % cfg.train.save_every == 0 or stopping or step == cfg.train.max_steps:
                 save(step)
             if stopping:

@@ -14,6 +14,10 @@ def _dilated_stack(channels: int) -> list[nn.Module]:
 
 def _decoder(in_channels: int, base: int) -> nn.Sequential:
     """Two gated convs at 1/4 resolution, two upsamplings back to full size, and a plain conv to RGB."""
+    to_rgb = nn.Conv2d(base // 2, 3, 3, padding=1)  # output layer: no gate, tanh applied by the caller
+    with torch.no_grad():  # start near grey, off tanh's flat tails (the default left outputs around +-0.8)
+        to_rgb.weight.mul_(0.1)
+        to_rgb.bias.zero_()
     return nn.Sequential(
         GatedConv2d(in_channels, 4 * base),
         GatedConv2d(4 * base, 4 * base),
@@ -21,7 +25,7 @@ def _decoder(in_channels: int, base: int) -> nn.Sequential:
         GatedConv2d(2 * base, 2 * base),
         GatedUpConv2d(2 * base, base),
         GatedConv2d(base, base // 2),
-        nn.Conv2d(base // 2, 3, 3, padding=1),  # output layer: no gate, tanh applied by the caller
+        to_rgb,
     )
 
 

@@ -1,0 +1,59 @@
+"""Write the train / validation file lists of the shipped face models from ../shared/data/faces.
+
+Validation is a fixed set of held-out identities, so every round of training and every model card reports on the
+same people: celeba-id-256 identities 07450-07499 (the study's faces, docs/results.md) and the last nine
+identities of celeba-align-id-256 (10010-10135): 1,010 photos of 57 people. Everything else trains, aaf-256
+included (one photo per person, none of them in CelebA). Lists hold absolute paths; they go to an ignored folder,
+never to git.
+
+Run: python scripts/face_lists.py [--faces ../shared/data/faces] [--out data/lists]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from faceinpaint.data import find_images
+from faceinpaint.data_tools import write_text
+from faceinpaint.errors import InpaintError
+
+SETS = ("celeba-id-256", "celeba-align-id-256", "aaf-256")
+VALIDATION = {  # set -> (first, last) identity folder, inclusive
+    "celeba-id-256": ("07450", "07499"),
+    "celeba-align-id-256": ("10010", "10135"),
+}
+
+
+def split(faces: Path) -> tuple[list[Path], list[Path]]:
+    """(train, val) images of every set under `faces`, each sorted."""
+    train, val = [], []
+    for name in SETS:
+        root = faces / name
+        if not root.is_dir():
+            raise InpaintError(f"{root}: no such folder (see ../shared/data/faces/README.md)")
+        first, last = VALIDATION.get(name, ("", ""))
+        for path in find_images(root):
+            identity = path.relative_to(root).parts[0] if path.parent != root else ""
+            (val if identity and first <= identity <= last else train).append(path.resolve())
+    return sorted(train), sorted(val)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faces", type=Path, default=Path("../shared/data/faces"))
+    parser.add_argument("--out", type=Path, default=Path("data/lists"))
+    args = parser.parse_args()
+    try:
+        train, val = split(args.faces)
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_text(args.out / "train.flist", [str(path) for path in train])
+        write_text(args.out / "val.flist", [str(path) for path in val])
+    except (InpaintError, OSError) as error:
+        print(f"face_lists: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: {len(train)} training and {len(val)} validation images")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
