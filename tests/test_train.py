@@ -59,18 +59,21 @@ def _losses(run_dir: Path) -> list[tuple]:
 
 
 def test_twenty_steps_give_finite_falling_losses_and_a_full_run_dir(tmp_path):
-    result = train(from_dict(tiny_config(tmp_path, faces=4), name="tiny"))  # one batch: L1 falls visibly
-    assert result.step == 20 and result.run_dir.name == "00000-tiny"
+    # One batch of four faces, 40 steps: L1 falls visibly (the output starts near grey and wakes up after ~20).
+    result = train(from_dict(tiny_config(tmp_path, faces=4, max_steps=40, val_every=20), name="tiny"))
+    assert result.step == 40 and result.run_dir.name == "00000-tiny"
     losses = _losses(result.run_dir)
-    assert len(losses) == 20 and np.isfinite(np.array(losses)).all()
+    assert len(losses) == 40 and np.isfinite(np.array(losses)).all()
     refined = [loss[3] for loss in losses]
-    assert np.mean(refined[-5:]) < 0.95 * np.mean(refined[:5])
+    assert np.mean(refined[-5:]) < 0.8 * np.mean(refined[:5])
     names = {p.name for p in result.run_dir.iterdir()}
     assert {"config.yaml", "log.txt", "metrics.jsonl", "tensorboard", "checkpoints", "samples"} <= names
-    assert [step for step, _ in list_checkpoints(result.run_dir)] == [15, 20]  # the last two kept
-    assert load_config(result.run_dir / "config.yaml").to_dict() == from_dict(tiny_config(tmp_path, 4)).to_dict()
+    assert [step for step, _ in list_checkpoints(result.run_dir)] == [35, 40]  # the last two kept
+    expected = from_dict(tiny_config(tmp_path, 4, max_steps=40, val_every=20)).to_dict()
+    assert load_config(result.run_dir / "config.yaml").to_dict() == expected
     validations = [r for r in read_metrics(result.run_dir) if r["kind"] == "val"]
-    assert [r["step"] for r in validations] == [10, 20] and all(r["hole_psnr"] > 0 for r in validations)
+    assert [r["step"] for r in validations] == [20, 40] and all(r["hole_psnr"] > 0 for r in validations)
+    assert all(r["resolution"] == 32 for r in validations)
     assert Image.open(result.run_dir / "samples" / "step-0000010.png").size == (4 * 32, 4 * 32)
     assert all(r["lr"] == 1e-3 and r["it_per_s"] > 0 for r in read_metrics(result.run_dir) if r["kind"] == "train")
 
