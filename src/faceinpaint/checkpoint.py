@@ -165,7 +165,10 @@ def slim_checkpoint(run_dir_or_checkpoint: str | Path, out: str | Path) -> Path:
             slim[key] = {name: t.half() if t.is_floating_point() else t for name, t in slim[key].items()}
     if in_run_dir(checkpoint):
         slim["metrics"] = [r for r in read_metrics(run_dir_of(checkpoint)) if r.get("step", 0) <= state["step"]]
-    save_checkpoint(slim, out)
+    try:
+        save_checkpoint(slim, out)
+    except OSError as error:
+        raise InpaintError(f"--keep-checkpoint {out}: cannot write it ({error.strerror or error})") from None
     return out
 
 

@@ -51,7 +51,7 @@ class TrainConfig:
     max_steps: int = 100_000
     seed: int = 0
     bf16: bool = True  # autocast on CUDA
-    cpu_bf16: bool = False  # autocast on the CPU too: ~1.7x faster where it has AVX512-BF16 or AMX, slow elsewhere
+    cpu_bf16: bool = False  # autocast on the CPU too: faster where it has AVX512-BF16 or AMX, slow elsewhere
     compile: bool = False  # torch.compile both networks
     channels_last: bool = True
     log_every: int = 50
