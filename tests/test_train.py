@@ -91,6 +91,17 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path):
         assert torch.equal(value, resumed.generator.state_dict()[key])
 
 
+def test_a_resumed_run_takes_the_learning_rate_of_its_config(tmp_path):
+    config = tiny_config(tmp_path, max_steps=5, val_every=1000, sample_every=1000)
+    first = train(from_dict(config, name="tiny"))
+    config["train"].update(max_steps=8, lr=3e-4, betas=[0.9, 0.99])
+    resumed = train(from_dict(config, name="tiny"), resume=first.run_dir)
+    state = load_checkpoint(list_checkpoints(resumed.run_dir)[-1][1])
+    assert state["step"] == 8
+    for key in ("optimizer_g", "optimizer_d"):
+        assert [(g["lr"], tuple(g["betas"])) for g in state[key]["param_groups"]] == [(3e-4, (0.9, 0.99))]
+
+
 def test_without_the_adversarial_term_the_discriminator_is_left_alone(tmp_path):
     result = train(from_dict(tiny_config(tmp_path, max_steps=6, gan=0.0), name="tiny"))
     records = [r for r in read_metrics(result.run_dir) if r["kind"] == "train"]

@@ -11,6 +11,7 @@ from PIL import Image
 from faceinpaint.checkpoint import read_metrics
 from faceinpaint.cli import main
 from faceinpaint.config import from_dict, load_config
+from faceinpaint.errors import InpaintError
 from faceinpaint.inpainter import Inpainter
 from faceinpaint.models import ARCHITECTURES, DeepFillV2, TwoFace
 from faceinpaint.train import train
@@ -182,6 +183,25 @@ def test_training_resumes_exactly_and_exports_a_reference_model(tmp_path):
     guided, plain = inpainter(face, hole, reference=reference, align="never"), inpainter(face, hole, align="never")
     assert guided.shape == plain.shape == face.shape
     assert (guided[~hole] == face[~hole]).all()
+
+
+def test_twoface_starts_from_deepfill_weights_and_reproduces_them(tmp_path, capsys):
+    torch.manual_seed(3)
+    deepfill = Inpainter("tiny", {"arch": "deepfillv2", "args": {"width": 8}, "resolution": 32}, DeepFillV2(width=8))
+    deepfill.save_pretrained(tmp_path / "deepfill-tiny", dtype=torch.float32)
+    config = tiny_config(tmp_path, max_steps=1, lr=0.0, local_gan=0.0, gan=0.0, sample_every=10, val_every=10,
+                         init_from=str(tmp_path / "deepfill-tiny"))  # fmt: skip
+    result = train(from_dict(config, name="warm"))
+    assert "generator starts from" in capsys.readouterr().err
+    image, mask, reference = _inputs()
+    with torch.no_grad():  # the reference branch starts silent: Two-Face begins as exactly that DeepFillv2
+        expected = deepfill.model(image, mask)[1]
+        torch.testing.assert_close(result.generator.float()(image, mask, reference)[1], expected)
+
+    config["train"]["init_from"] = str(result.run_dir)  # a Two-Face checkpoint cannot start a DeepFillv2
+    config["model"]["arch"] = "deepfillv2"
+    with pytest.raises(InpaintError, match="do not fit this model"):
+        train(from_dict(config, name="backwards"))
 
 
 def test_identity_loss_trains_with_dlibs_network(tmp_path):

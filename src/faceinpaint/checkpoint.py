@@ -11,6 +11,7 @@ from faceinpaint.atomic import atomic_write
 from faceinpaint.config import dump_config, from_dict
 from faceinpaint.errors import InpaintError
 from faceinpaint.inpainter import Inpainter
+from faceinpaint.weights import is_model_dir
 
 CHECKPOINT_NAME = re.compile(r"step-(\d+)\.pt$")
 REFERENCE_ARCHITECTURES = ("twoface",)  # their config.json says "reference": true, so Inpainter takes reference=
@@ -65,6 +66,39 @@ def load_checkpoint(path: str | Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise InpaintError(f"checkpoint {path}: cannot read it ({type(error).__name__}); is it complete?") from None
+
+
+def generator_weights(source: str | Path) -> dict[str, torch.Tensor]:
+    """The generator of a model dir or installed model (its weights), or of a checkpoint / run dir (its EMA)."""
+    path = Path(source)
+    if not path.exists() or is_model_dir(path):
+        inpainter = Inpainter.from_pretrained(source, device="cpu")
+        if inpainter.model is None:
+            raise InpaintError(f"{source} is a classical method: it has no weights to start from")
+        return inpainter.model.state_dict()
+    checkpoint = find_checkpoint(path)
+    state = load_checkpoint(checkpoint)
+    if "ema" not in state:
+        raise InpaintError(f"checkpoint {checkpoint} holds no generator (no 'ema' entry)")
+    return state["ema"]
+
+
+def warm_start(generator: torch.nn.Module, source: str | Path) -> int:
+    """Copy `source`'s generator weights into `generator` by name; returns how many tensors were copied.
+
+    Every tensor of the source must find a parameter of the same name and shape (so DeepFillv2 weights start a
+    Two-Face model, whose extra reference branch keeps its init, but not the other way round).
+    """
+    weights, own = generator_weights(source), generator.state_dict()
+    foreign = [key for key in weights if key not in own or own[key].shape != weights[key].shape]
+    if foreign:
+        raise InpaintError(
+            f"train.init_from {source}: {len(foreign)} of its tensors do not fit this model, e.g. {foreign[:3]}"
+        )
+    with torch.no_grad():
+        for key, value in weights.items():
+            own[key].copy_(value.to(own[key].dtype))
+    return len(weights)
 
 
 def run_dir_of(checkpoint: Path) -> Path:

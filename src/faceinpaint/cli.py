@@ -114,13 +114,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from faceinpaint.evaluate import evaluate
 
     metrics = tuple(name for item in args.metrics for name in item.split(",") if name)
+    references = args.references
+    if args.same_person is not None:
+        from faceinpaint.evaluate import list_images
+        from faceinpaint.references import same_person_references
+
+        references = same_person_references(list_images(args.images), args.same_person, args.mask_seed)
     report = evaluate(
         args.weights,
         args.images,
         args.masks,
         args.out,
         metrics=metrics,
-        references=args.references,
+        references=references,
+        reference_ablation=args.same_person is not None,
         mask_seed=args.mask_seed,
         limit=args.limit,
         batch_size=args.batch_size,
@@ -332,10 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--weights", nargs="+", required=True, help="method names or model dirs")
     evaluate.add_argument("--images", type=Path, required=True, help="image folder (recursive) or file list")
     evaluate.add_argument(
-        "--masks", required=True, help="mask kind (deepfill, lama-thin, lama-medium, lama-thick, center), folder, file"
+        "--masks",
+        required=True,
+        help="mask kind (deepfill, lama-thin, lama-medium, lama-thick, center), part:PARTS (e.g. part:eyes, from "
+        "each face's dlib landmarks), folder or file",
     )
     evaluate.add_argument("--mask-seed", type=int, default=0, help="seed of a generated mask set (default 0)")
-    evaluate.add_argument("--references", type=Path, help="folder of reference photos (reference-guided models)")
+    given = evaluate.add_mutually_exclusive_group()
+    given.add_argument("--references", type=Path, help="folder of reference photos (reference-guided models)")
+    given.add_argument(
+        "--same-person",
+        type=Path,
+        metavar="POOL",
+        help="draw each image's reference from POOL (folder or list): another photo of its folder (person); "
+        "reference-guided models also run without one, as NAME-noref",
+    )
     evaluate.add_argument(
         "--metrics", nargs="+", default=["psnr,ssim,l1,stlpips,fid,ids,identity"], help="metrics (default: all)"
     )

@@ -47,6 +47,9 @@ class TrainConfig:
     local_gan: float = 0.0  # weight of a second SN-PatchGAN on the hole's bounding box; 0: no local discriminator
     identity_weight: float = 0.0  # weight of 1 - cos(dlib(output), dlib(truth)) + the same to the reference
     reference_dropout: float = 0.25  # twoface: probability that a sample trains without its reference
+    # A model dir (or installed model name) or a training checkpoint / run dir whose generator starts this one, e.g.
+    # Two-Face from the trained DeepFillv2: same-named weights are copied, the rest keep their init. Fresh runs only.
+    init_from: str = ""
     ema: float = 0.999  # decay of the generator's exponential moving average (the exported weights)
     max_steps: int = 100_000
     seed: int = 0

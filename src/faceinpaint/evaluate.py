@@ -60,6 +60,9 @@ COLUMNS = {
     "identity_cosine_dlib": ("ID dlib ↑", "{:.3f}"),
 }
 SET_LEVEL = ("fid", "u_ids", "p_ids")
+PART_MASKS = "part:"  # --masks part:eyes,mouth: a hole over those parts of every face (faceinpaint.part_masks)
+MASKS_FILE = "masks.npz"  # every run's holes, bit-packed, with the image keys
+NO_REFERENCE = "-noref"  # suffix of a reference-guided method's run without its reference (reference_ablation)
 
 
 def _list_key(line: str) -> str:
@@ -89,10 +92,30 @@ def list_images(source: str | Path) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def load_masks(masks: str | Path, keys: list[str], size: tuple[int, int], seed: int = 0) -> tuple[np.ndarray, str]:
-    """Bool holes (N, H, W) for the images `keys` and a description: a mask kind, a folder or one file."""
+def part_masks(masks: str, paths: list[Path]) -> tuple[np.ndarray, int]:
+    """Bool holes (N, H, W) over the face parts named by `masks` ("part:eyes", "part:nose,mouth") of each image,
+    and how many faces were not found (they take the others' mean landmarks: see aligned_part_masks)."""
+    from faceinpaint.part_masks import aligned_part_masks, parse_parts
+
+    parts = parse_parts(masks.removeprefix(PART_MASKS))
+    try:
+        return aligned_part_masks([np.asarray(read_image(path).convert("RGB")) for path in paths], parts)
+    except InpaintError as error:
+        raise InpaintError(f"--masks {masks}: {error} ({paths[0]}{' ...' if len(paths) > 1 else ''})") from None
+
+
+def load_masks(
+    masks: str | Path, keys: list[str], size: tuple[int, int], seed: int = 0, paths: list[Path] | None = None
+) -> tuple[np.ndarray, str]:
+    """Bool holes (N, H, W) for the images `keys` (at `paths`) and a description: a mask kind, face parts of
+    every image ("part:eyes", from dlib's landmarks), a folder or one file."""
     from faceinpaint.masks import MASK_KINDS, mask_set
 
+    if str(masks).startswith(PART_MASKS):
+        if paths is None:
+            raise ValueError("part masks need the images' paths")
+        holes, missing = part_masks(str(masks), paths)
+        return holes, f"{masks} (dlib 68 landmarks; faces not found, given the mean: {missing})"
     if str(masks) in MASK_KINDS:
         if size[0] != size[1]:
             raise InpaintError(
@@ -103,7 +126,9 @@ def load_masks(masks: str | Path, keys: list[str], size: tuple[int, int], seed: 
     if path.is_file():
         return np.repeat(read_mask(path)[None], len(keys), axis=0), str(path)
     if not path.is_dir():
-        raise InpaintError(f"--masks {masks}: not a mask kind ({', '.join(MASK_KINDS)}), folder or file")
+        raise InpaintError(
+            f"--masks {masks}: not a mask kind ({', '.join(MASK_KINDS)}), {PART_MASKS}PARTS, folder or file"
+        )
     by_key = {str(p.relative_to(path).with_suffix("")): p for p in find_images(path)}
     by_stem = {p.stem: p for p in by_key.values()}
     found = []
@@ -156,7 +181,8 @@ def evaluate(
     masks: str | Path,
     out_dir: str | Path,
     metrics: tuple[str, ...] = tuple(METRICS),
-    references: str | Path | None = None,
+    references: str | Path | dict[str, Path] | None = None,
+    reference_ablation: bool = False,
     mask_seed: int = 0,
     limit: int | None = None,
     batch_size: int = 16,
@@ -173,7 +199,9 @@ def evaluate(
             folder of masks matched to images by relative path or stem, or one mask file for all; > 127 = hole.
         out_dir: where outputs (`<method>/<key>.png`) and the results files go.
         metrics: names of METRICS; "identity" measures with SFace, and with dlib too when it is installed.
-        references: a folder of reference photos matched by key or stem, for reference-guided models.
+        references: for reference-guided models: a folder of reference photos matched by key or stem, or a dict
+            {key: path} (see faceinpaint.references); other methods ignore them.
+        reference_ablation: also run every reference-guided method without its reference, as "<name>-noref".
         limit: use only the first `limit` images (in key order).
     Returns:
         {"protocol": {...}, "methods": {name: {"all": {column: value, "count": n}, "bins": {bin: {...}},
@@ -192,9 +220,14 @@ def evaluate(
     keys = list(found)[:limit] if limit else list(found)
     paths = [Path(found[key]) for key in keys]
     size = tuple(np.asarray(read_image(paths[0])).shape[:2])
-    holes, mask_description = load_masks(masks, keys, size, mask_seed)
+    holes, mask_description = load_masks(masks, keys, size, mask_seed, paths)
     reference_paths = None
-    if references is not None:
+    if isinstance(references, dict):
+        missing = [key for key in keys if key not in references]
+        if missing:
+            raise InpaintError(f"references: none given for image {missing[0]}")
+        reference_paths = [Path(references[key]) for key in keys]
+    elif references is not None:
         by_key = list_images(references)
         by_stem = {Path(key).name: path for key, path in by_key.items()}
         reference_paths = [by_key.get(key) or by_stem.get(Path(key).name) for key in keys]
@@ -224,31 +257,34 @@ def evaluate(
     per_image_rows = []
     for weight in weights:
         inpainter = Inpainter.from_pretrained(weight, device=device)
-        values = {column: np.full(len(keys), np.nan) for column in columns if column not in SET_LEVEL}
-        fake_features, started = [], time.perf_counter()
-        for batch in tqdm(batches, desc=inpainter.name, disable=not progress, unit="batch"):
-            index = list(batch)
-            target = _read_batch([paths[i] for i in index], size)
-            hole = torch.from_numpy(holes[index])[:, None]  # (B, 1, H, W) bool
-            reference = _read_batch([reference_paths[i] for i in index]) if reference_paths else None
-            if reference is not None and not inpainter.uses_reference:
-                reference = None
-            completed = torch.where(hole, inpainter.complete(target * ~hole, hole, reference), target)
-            output_uint8 = tensor_to_uint8(completed)
-            output = uint8_to_tensor(output_uint8)  # exactly what is saved
-            if save_outputs:
-                for i, pixels in zip(index, output_uint8, strict=True):
-                    write_image(Image.fromarray(pixels), out_dir / inpainter.name / f"{keys[i]}.png")
-            _measure(values, index, output, target, hole, judges, targets_prepared, run_device)
-            if judges.inception is not None:
-                fake_features.append(judges.inception(output))
-        seconds = time.perf_counter() - started
-        fake_features = torch.cat(fake_features).numpy() if fake_features else None
-        results[inpainter.name] = _summarise(values, columns, bins, real_features, fake_features)
-        results[inpainter.name]["seconds"] = round(seconds, 2)
-        for i, key in enumerate(keys):
-            row = {"method": inpainter.name, "image": key, "hole_ratio": round(float(ratios[i]), 5)}
-            per_image_rows.append(row | {column: float(values[column][i]) for column in values})
+        guided = reference_paths is not None and inpainter.uses_reference
+        variants = [(inpainter.name, guided)]
+        if guided and reference_ablation:
+            variants.append((inpainter.name + NO_REFERENCE, False))
+        for name, use_reference in variants:
+            values = {column: np.full(len(keys), np.nan) for column in columns if column not in SET_LEVEL}
+            fake_features, started = [], time.perf_counter()
+            for batch in tqdm(batches, desc=name, disable=not progress, unit="batch"):
+                index = list(batch)
+                target = _read_batch([paths[i] for i in index], size)
+                hole = torch.from_numpy(holes[index])[:, None]  # (B, 1, H, W) bool
+                reference = _read_batch([reference_paths[i] for i in index]) if use_reference else None
+                completed = torch.where(hole, inpainter.complete(target * ~hole, hole, reference), target)
+                output_uint8 = tensor_to_uint8(completed)
+                output = uint8_to_tensor(output_uint8)  # exactly what is saved
+                if save_outputs:
+                    for i, pixels in zip(index, output_uint8, strict=True):
+                        write_image(Image.fromarray(pixels), out_dir / name / f"{keys[i]}.png")
+                _measure(values, index, output, target, hole, judges, targets_prepared, run_device)
+                if judges.inception is not None:
+                    fake_features.append(judges.inception(output))
+            seconds = time.perf_counter() - started
+            fake_features = torch.cat(fake_features).numpy() if fake_features else None
+            results[name] = _summarise(values, columns, bins, real_features, fake_features)
+            results[name]["seconds"] = round(seconds, 2)
+            for i, key in enumerate(keys):
+                row = {"method": name, "image": key, "hole_ratio": round(float(ratios[i]), 5)}
+                per_image_rows.append(row | {column: float(values[column][i]) for column in values})
 
     report = {
         "protocol": {
@@ -256,6 +292,7 @@ def evaluate(
             "count": len(keys),
             "size": list(size),
             "masks": mask_description,
+            "references": _describe_references(references),
             "mean_hole_ratio": round(float(ratios.mean()), 4),
             "metrics": columns,
             "faceinpaint": __version__,
@@ -265,7 +302,22 @@ def evaluate(
     }
     write_results(report, out_dir)
     _write_csv(per_image_rows, out_dir / "per_image.csv")
+    with atomic_write(out_dir / MASKS_FILE) as stream:  # the exact holes, e.g. for figures: read_masks(out_dir)
+        np.savez_compressed(stream, keys=np.array(keys), holes=np.packbits(holes, axis=-1), width=size[1])
     return report
+
+
+def read_masks(out_dir: str | Path) -> dict[str, np.ndarray]:
+    """The holes an evaluate run used: {key: bool (H, W)}."""
+    with np.load(Path(out_dir) / MASKS_FILE) as saved:
+        holes = np.unpackbits(saved["holes"], axis=-1, count=int(saved["width"])).astype(bool)
+        return dict(zip(saved["keys"].tolist(), holes, strict=True))
+
+
+def _describe_references(references) -> str | None:
+    if isinstance(references, dict):
+        return f"{len(references)} given (same person)"
+    return None if references is None else str(references)
 
 
 def _measure(values, index, output, target, hole, judges, targets_prepared, device) -> None:

@@ -82,3 +82,26 @@ def face_part_mask(image: np.ndarray, parts: Sequence[str], dilate: int = 0, det
     if not faces:
         raise InpaintError("no face found in the image, so there are no face parts to mask; draw the mask by hand")
     return part_mask([face.landmarks for face in faces], image.shape[:2], parts, dilate)
+
+
+def aligned_part_masks(images: Sequence[np.ndarray], parts: Sequence[str]) -> tuple[np.ndarray, int]:
+    """Masks over the same parts of a set of aligned faces (evaluation), one largest face per image.
+
+    Faces are found with HOG, then YuNet; an image where neither finds one gets the mean landmarks of the others,
+    which aligned faces share closely. Returns bool (N, H, W) and how many images took the mean.
+    """
+    from faceinpaint.faces import detect_faces
+
+    found = []
+    for image in images:
+        faces = detect_faces(image, "hog", 68) or detect_faces(image, "yunet", 68)
+        found.append(faces[0].landmarks if faces else None)
+    detected = [points for points in found if points is not None]
+    if not detected:
+        raise InpaintError("no face found in any image, so there are no face parts to mask")
+    mean = np.mean(detected, axis=0)
+    masks = [
+        part_mask([mean if points is None else points], image.shape[:2], parts)
+        for points, image in zip(found, images, strict=True)
+    ]
+    return np.stack(masks), len(found) - len(detected)

@@ -11,8 +11,18 @@ from pathlib import Path
 import numpy as np
 
 from faceinpaint.errors import InpaintError
-from faceinpaint.evaluate import COLUMNS, METRICS, _write_csv, _write_text, evaluate, list_images, result_rows
+from faceinpaint.evaluate import (
+    COLUMNS,
+    METRICS,
+    _write_csv,
+    _write_text,
+    evaluate,
+    list_images,
+    read_masks,
+    result_rows,
+)
 from faceinpaint.evaluate import results_table as method_table
+from faceinpaint.references import same_person_references
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,9 @@ class StudyConfig:
     subfolders: tuple[str, str] | None = None  # keep only images whose first folder is in [first, last]
     limit: int | None = None  # the first N images (in path order) after the subfolder filter
     figure_faces: int = 6  # rows of the comparison figure, spread evenly over the images
+    # A folder or file list of photos to draw same-person references from (faceinpaint.references), for
+    # reference-guided methods, which then also run without one ("<name>-noref"); empty: no references.
+    references: str = ""
     batch_size: int = 16
 
 
@@ -72,14 +85,17 @@ def run_study(config: StudyConfig, device: str = "auto", progress: bool = True) 
 
     methods = list(installed_models()) if config.methods == ("all",) else list(config.methods)
     images, out = study_images(config), Path(config.out)
+    references = same_person_references(images, config.references, config.mask_seed) if config.references else None
     reports = {}
     for kind in config.mask_sets:
         reports[kind] = evaluate(
             methods,
             images,
             kind,
-            out / kind,
+            out / _slug(kind),
             metrics=config.metrics,
+            references=references,
+            reference_ablation=references is not None,
             mask_seed=config.mask_seed,
             batch_size=config.batch_size,
             device=device,
@@ -90,9 +106,15 @@ def run_study(config: StudyConfig, device: str = "auto", progress: bool = True) 
     _write_csv(rows, out / "study.csv")
     _write_text(study_markdown(reports, len(images)), out / "study.md")
     for kind in config.mask_sets:
-        comparison_figure(images, reports[kind], out / kind, out / f"comparison-{kind}.png", config.figure_faces)
+        figure = out / f"comparison-{_slug(kind)}.png"
+        comparison_figure(images, reports[kind], out / _slug(kind), figure, config.figure_faces, references)
     hole_ratio_plot(reports, out / "metrics-vs-hole-ratio.png")
     return reports
+
+
+def _slug(kind: str) -> str:
+    """A mask set's folder and file name part: "part:nose,mouth" -> "part-nose-mouth"."""
+    return kind.replace(":", "-").replace(",", "-")
 
 
 def study_markdown(reports: dict, count: int) -> str:
@@ -107,8 +129,11 @@ def study_markdown(reports: dict, count: int) -> str:
     return text + "\n".join(table) + "\n\nPer hole-ratio bin:\n\n" + "\n".join(table_bins) + "\n"
 
 
-def comparison_figure(images: dict, report: dict, run_dir: Path, path: Path, faces: int) -> Path:
-    """Seed 000's figure: rows = faces (spread evenly), columns = ground truth | input | each method's output."""
+def comparison_figure(
+    images: dict, report: dict, run_dir: Path, path: Path, faces: int, references: dict | None = None
+) -> Path:
+    """Seed 000's figure: rows = faces (spread evenly), columns = ground truth | input | (reference |) each
+    method's output."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,16 +145,18 @@ def comparison_figure(images: dict, report: dict, run_dir: Path, path: Path, fac
     keys = list(images)
     picked = [keys[i] for i in np.linspace(0, len(keys) - 1, min(faces, len(keys))).round().astype(int)]
     methods = list(report["methods"])
-    masks = _report_masks(report, keys)
-    titles = ["ground truth", "input"] + methods
+    masks = read_masks(run_dir)
+    titles = ["ground truth", "input"] + (["reference"] if references else []) + methods
     figure, axes = plt.subplots(
         len(picked), len(titles), figsize=(1.6 * len(titles), 1.6 * len(picked)), squeeze=False
     )
     for row, key in enumerate(picked):
         truth = np.asarray(read_image(images[key]).convert("RGB"))
         masked = truth.copy()
-        masked[masks[keys.index(key)]] = 255  # holes shown white
-        panels = [truth, masked] + [np.asarray(read_image(run_dir / m / f"{key}.png").convert("RGB")) for m in methods]
+        masked[masks[key]] = 255  # holes shown white
+        shown = [references[key]] if references else []
+        shown += [run_dir / method / f"{key}.png" for method in methods]
+        panels = [truth, masked] + [np.asarray(read_image(p).convert("RGB")) for p in shown]
         for column, panel in enumerate(panels):
             axis = axes[row][column]
             axis.imshow(panel)
@@ -142,14 +169,6 @@ def comparison_figure(images: dict, report: dict, run_dir: Path, path: Path, fac
         figure.savefig(stream, format="png", dpi=110)
     plt.close(figure)
     return path
-
-
-def _report_masks(report: dict, keys: list[str]) -> np.ndarray:
-    """Re-create a run's generated masks from its protocol ("<kind> (seed <n>)")."""
-    from faceinpaint.masks import mask_set
-
-    kind, seed = report["protocol"]["masks"].split(" (seed ")
-    return mask_set(kind, len(keys), report["protocol"]["size"][0], int(seed.rstrip(")")))
 
 
 def hole_ratio_plot(reports: dict, path: Path) -> Path:

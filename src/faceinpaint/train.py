@@ -36,6 +36,7 @@ from faceinpaint.checkpoint import (
     prune_checkpoints,
     run_dir_of,
     save_checkpoint,
+    warm_start,
 )
 from faceinpaint.config import Config, dump_config
 from faceinpaint.errors import InpaintError
@@ -150,6 +151,10 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
         from faceinpaint.models.dlib_resnet import DlibResNet
 
         identity_network = DlibResNet.from_package().to(device)  # frozen: a loss, not part of the generator
+    if cfg.train.init_from and resume is None:  # a resumed run already holds its (once warm-started) weights
+        copied = warm_start(generator, cfg.train.init_from)
+        if rank == 0:
+            print(f"faceinpaint: generator starts from {cfg.train.init_from} ({copied} tensors)", file=sys.stderr)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=cfg.train.lr, betas=cfg.train.betas)
     optimizer_d = torch.optim.Adam([p for d in discriminators for p in d.parameters()], lr=cfg.train.lr,
@@ -171,6 +176,8 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
         if "optimizer_g" in state:
             optimizer_g.load_state_dict(state["optimizer_g"])
             optimizer_d.load_state_dict(state["optimizer_d"])
+            for group in optimizer_g.param_groups + optimizer_d.param_groups:  # `--set train.lr=...` wins on resume
+                group["lr"], group["betas"] = cfg.train.lr, cfg.train.betas
         else:  # a slimmed checkpoint (e.g. the fp16 one kept in the repo): the networks, not Adam's moments
             warnings.warn(f"{checkpoint} holds no optimiser state: Adam starts afresh", stacklevel=2)
         if "rng_cpu" in state:  # every draw of the loop is seeded by step; this restores anything else
