@@ -89,7 +89,10 @@ def warm_start(generator: torch.nn.Module, source: str | Path) -> int:
     Every tensor of the source must find a parameter of the same name and shape (so DeepFillv2 weights start a
     Two-Face model, whose extra reference branch keeps its init, but not the other way round).
     """
-    weights, own = generator_weights(source), generator.state_dict()
+    try:
+        weights, own = generator_weights(source), generator.state_dict()
+    except InpaintError as error:
+        raise InpaintError(f"train.init_from: {error}") from None
     foreign = [key for key in weights if key not in own or own[key].shape != weights[key].shape]
     if foreign:
         raise InpaintError(

@@ -17,6 +17,8 @@ def same_person_references(images: dict[str, Path], pool: str | Path, seed: int 
     """{key: reference path} for every image of `images`, drawn from the folder or file list `pool`."""
     from faceinpaint.evaluate import list_images
 
+    if not Path(pool).exists():
+        raise InpaintError(f"references: pool {pool}: no such folder or file list")
     by_person: dict[Path, list[Path]] = {}
     for path in list_images(pool).values():
         resolved = Path(path).resolve()
