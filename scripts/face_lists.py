@@ -3,8 +3,9 @@
 Validation is a fixed set of held-out identities, so every round of training and every model card reports on the
 same people: celeba-id-256 identities 07450-07499 (the study's faces, docs/results.md) and the last nine
 identities of celeba-align-id-256 (10010-10135): 1,010 photos of 57 people. Everything else trains, aaf-256
-included (one photo per person, none of them in CelebA). Lists hold absolute paths; they go to an ignored folder,
-never to git.
+included (one photo per person, none of them in CelebA). `train-id.flist` is the training list without aaf-256: the
+photos whose person has another photo, which Two-Face needs as references. Lists hold absolute paths; they go to an
+ignored folder, never to git.
 
 Run: python scripts/face_lists.py [--faces ../shared/data/faces] [--out data/lists]
 """
@@ -48,12 +49,19 @@ def main() -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         write_text(args.out / "train.flist", [str(path) for path in train])
         write_text(args.out / "val.flist", [str(path) for path in val])
+        identified = [path for path in train if path.parent.name not in SETS]
+        write_text(args.out / "train-id.flist", [str(path) for path in identified])
         # Every third validation photo (337, 55 of the 57 people): the model-card study, sized for a 2-core CPU.
         write_text(args.out / "val-study.flist", [str(path) for path in val[::3]])
+        # Every sixth (169): the Two-Face study, which runs each reference-guided model twice on four mask sets.
+        write_text(args.out / "val-twoface.flist", [str(path) for path in val[::6]])
     except (InpaintError, OSError) as error:
         print(f"face_lists: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {args.out}: {len(train)} training, {len(val)} validation, {len(val[::3])} study images")
+    print(
+        f"wrote {args.out}: {len(train)} training ({len(identified)} with identities), {len(val)} validation, "
+        f"{len(val[::3])} + {len(val[::6])} study images"
+    )
     return 0
 
 

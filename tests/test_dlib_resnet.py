@@ -133,6 +133,25 @@ def test_gradients_reach_the_pixels(network, demo_face):
     assert float(identity_loss(network, target, target)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_training_identity_losses(network, demo_face):
+    """The trainer's two terms: to the truth over the batch, to the reference where one is available; gradients
+    reach the output only."""
+    from faceinpaint.losses import identity_losses
+
+    target = uint8_to_tensor(np.stack([demo_face, demo_face[:, ::-1]]))
+    noise = 0.1 * torch.randn_like(target, generator=torch.Generator().manual_seed(1))
+    output = (target + noise).clamp(-1, 1).requires_grad_(True)
+    reference = target.flip(0).requires_grad_(True)  # each image's reference is the other one
+    to_target, to_reference = identity_losses(network, output, target, reference, torch.tensor([True, False]))
+    (to_target + to_reference).backward()
+    with torch.no_grad():
+        mine, truth = identity_embedding(network, output), identity_embedding(network, target)
+    cosine = torch.nn.functional.cosine_similarity
+    assert to_target.item() == pytest.approx(1 - cosine(mine, truth).mean().item(), abs=1e-5)
+    assert to_reference.item() == pytest.approx(1 - cosine(mine[:1], truth[1:]).item(), abs=1e-5)
+    assert output.grad.abs().sum() > 0 and reference.grad is None
+
+
 def test_missing_or_wrong_file(tmp_path):
     with pytest.raises(InpaintError, match="no such file"):
         read_dlib_layers(tmp_path / MODEL_FILE)

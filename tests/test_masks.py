@@ -13,13 +13,14 @@ from faceinpaint.errors import InpaintError
 from faceinpaint.masks import MASK_KINDS, mask_set, random_mask, torch_masks, write_mask_set
 
 LAMA_KINDS = ("lama-thin", "lama-medium", "lama-thick")
-# Mean hole ratio of 200 masks at 256 (measured about 0.32, 0.29, 0.22, 0.26, 1/16; DeepFillv2 publishes ~0.31).
+# Mean hole ratio of 200 masks at 256 (measured about 0.32, 0.29, 0.22, 0.26, 1/16, 0.054; DeepFillv2 publishes ~0.31).
 EXPECTED_MEAN = {
     "deepfill": (0.27, 0.36),
     "lama-thin": (0.24, 0.34),
     "lama-medium": (0.17, 0.27),
     "lama-thick": (0.21, 0.31),
     "center": (1 / 16, 1 / 16),
+    "face-parts": (0.04, 0.07),
 }
 # sha256 of np.packbits(mask_set(kind, 8, 256, 0)): any change of a generator changes these (update on purpose only).
 PINNED = {
@@ -29,7 +30,7 @@ PINNED = {
 
 
 def test_kinds_are_the_published_names():
-    assert list(MASK_KINDS) == ["deepfill", "lama-thin", "lama-medium", "lama-thick", "center"]
+    assert list(MASK_KINDS) == ["deepfill", "lama-thin", "lama-medium", "lama-thick", "center", "face-parts"]
 
 
 @pytest.mark.parametrize("kind", list(MASK_KINDS))
@@ -50,7 +51,7 @@ def test_center_is_the_two_face_hole():
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (48, 79, 48, 79) and mask.sum() == 32 * 32
 
 
-@pytest.mark.parametrize("kind", ["deepfill", *LAMA_KINDS])
+@pytest.mark.parametrize("kind", ["deepfill", *LAMA_KINDS, "face-parts"])
 def test_seeded_and_prefix_stable(kind):
     masks = mask_set(kind, 6, 64, 7)
     assert np.array_equal(masks, mask_set(kind, 6, 64, 7))
@@ -101,7 +102,8 @@ def test_write_mask_set(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("kind", "batch"), [("deepfill", 64), ("lama-thin", 24), ("lama-medium", 64), ("lama-thick", 64)]
+    ("kind", "batch"),
+    [("deepfill", 64), ("lama-thin", 24), ("lama-medium", 64), ("lama-thick", 64), ("face-parts", 64)],
 )
 def test_torch_masks_match_numpy(kind, batch):
     masks = torch_masks(kind, batch, 128, torch.Generator().manual_seed(0), "cpu")
@@ -112,6 +114,16 @@ def test_torch_masks_match_numpy(kind, batch):
     if kind in LAMA_KINDS:
         assert ratios.max() <= 0.5
     assert abs(ratios.mean().item() - mask_set(kind, 200, 128, 0).mean()) < 0.05
+
+
+def test_face_parts_cover_one_or_two_parts_of_an_aligned_face():
+    """Every hole lies over the eyes (two ellipses), nose or mouth of the FFHQ framing, never at the border."""
+    masks = mask_set("face-parts", 100, 256, 4)
+    rows, cols = np.nonzero(masks.any(0))
+    assert rows.min() > 60 and rows.max() < 240 and cols.min() > 40 and cols.max() < 216
+    eyes, mouth = masks[:, 121, 96] & masks[:, 121, 159], masks[:, 190, 127]
+    assert 0.2 < eyes.mean() < 0.6 and 0.2 < mouth.mean() < 0.6  # each of 3 parts is chosen first 1/3 of the time
+    assert not masks[:, 121, 127].all()  # between the eyes is not always covered: eye holes are two ellipses
 
 
 def test_torch_masks_seeded():

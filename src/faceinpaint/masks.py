@@ -1,4 +1,5 @@
-"""Random hole masks for training and evaluation: DeepFillv2 box + strokes, LaMa thin/medium/thick, centre square.
+"""Random hole masks for training and evaluation: DeepFillv2 box + strokes, LaMa thin/medium/thick, centre square,
+face parts (ellipses over the eyes, nose or mouth of an FFHQ-aligned face).
 
 `random_mask` / `mask_set` / `write_mask_set` (numpy + OpenCV, bool (S, S), True = hole): mask i of a set depends only
 on (kind, size, seed, i), so evaluation mask sets regenerate bit for bit anywhere (numpy Generator, integer geometry).
@@ -40,6 +41,20 @@ LAMA_MAX_ANGLE = 4  # segment direction: 0.01 + an integer in [0, 4) radians, mi
 LAMA_SEGMENTS = 5  # 1-5 segments per stroke
 LAMA_MIN_WIDTH = 5  # brush width = 5 + an integer in [0, max_width)
 LAMA_MIN_LENGTH = 10  # segment length = 10 + an integer in [0, max_length)
+
+# Face parts of an FFHQ-aligned 256 face (the framing of ../shared/data/faces and of `faceinpaint data align`), as
+# filled ellipses (centre x, centre y, half-width, half-height): the mean extent of dlib's 68 landmarks of each part on
+# 480 training faces, grown by the margins of the evaluation's `part:` masks (part_masks.PARTS). Each mask covers one
+# part (a second one with FACE_PARTS_SECOND), scaled by FACE_PARTS_SCALE and shifted by FACE_PARTS_SHIFT px (normal,
+# clipped at 2.5 sd): about the spread of those landmarks (5 px sd) plus the margin that hides the whole part.
+FACE_PARTS = {
+    "eyes": ((96, 121, 20, 12), (159, 121, 20, 12)),
+    "nose": ((127, 146, 19, 30),),
+    "mouth": ((127, 190, 34, 18),),
+}
+FACE_PARTS_SCALE = (0.9, 1.6)
+FACE_PARTS_SHIFT = 6.0
+FACE_PARTS_SECOND = 0.3
 
 # Pixels x segments the torch rasteriser tests at once (at least one segment for the whole batch): bounds its memory
 # to a few float32 tensors of this many elements while keeping each kernel big enough; GPUs want more than CPUs.
@@ -151,12 +166,39 @@ def _center_mask(size: int, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
+def _face_part_ellipses(choice: int, second: int, scale: float, shift: np.ndarray, size: int) -> list:
+    """The ellipses (cx, cy, ax, ay) at `size` px of part `choice` (and `second`, if >= 0) of FACE_PARTS."""
+    names = list(FACE_PARTS)
+    chosen = [names[choice]] + ([names[second]] if second >= 0 else [])
+    factor = size / BASE_SIZE
+    return [
+        ((x + shift[0]) * factor, (y + shift[1]) * factor, half_x * scale * factor, half_y * scale * factor)
+        for name in chosen
+        for x, y, half_x, half_y in FACE_PARTS[name]
+    ]
+
+
+def _face_parts_mask(size: int, rng: np.random.Generator) -> np.ndarray:
+    """One or two of an aligned face's eyes / nose / mouth under filled ellipses (Two-Face's training holes)."""
+    choice = int(rng.integers(len(FACE_PARTS)))
+    other = int(rng.integers(len(FACE_PARTS) - 1))
+    second = other + (other >= choice) if rng.random() < FACE_PARTS_SECOND else -1
+    scale = rng.uniform(*FACE_PARTS_SCALE)
+    shift = np.clip(rng.normal(0, FACE_PARTS_SHIFT, 2), -2.5 * FACE_PARTS_SHIFT, 2.5 * FACE_PARTS_SHIFT)
+    canvas = np.zeros((size, size), np.uint8)
+    for x, y, half_x, half_y in _face_part_ellipses(choice, second, scale, shift, size):
+        center, axes = (round(x), round(y)), (max(round(half_x), 1), max(round(half_y), 1))
+        cv2.ellipse(canvas, center, axes, 0, 0, 360, 255, thickness=-1)
+    return canvas > 0
+
+
 MASK_KINDS = {
     "deepfill": _deepfill_mask,
     "lama-thin": partial(_lama_mask, LAMA_PROTOCOLS["thin"]),
     "lama-medium": partial(_lama_mask, LAMA_PROTOCOLS["medium"]),
     "lama-thick": partial(_lama_mask, LAMA_PROTOCOLS["thick"]),
     "center": _center_mask,
+    "face-parts": _face_parts_mask,
 }
 
 
@@ -367,12 +409,37 @@ def _center_torch(batch: int, size: int, generator: torch.Generator, device: tor
     return torch.from_numpy(_center_mask(size, None)).to(device).expand(batch, -1, -1)
 
 
+def _face_parts_torch(batch: int, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """`_face_parts_mask` for a whole batch: every mask tests all parts' ellipses, keeping its chosen ones."""
+    parts = len(FACE_PARTS)
+    choice = _randint(generator, 0, parts, (batch,)).long()
+    other = _randint(generator, 0, parts - 1, (batch,)).long()
+    other = other + (other >= choice).long()
+    keep = torch.nn.functional.one_hot(choice, parts).bool()
+    keep |= torch.nn.functional.one_hot(other, parts).bool() & (_rand(generator, (batch, 1)) < FACE_PARTS_SECOND)
+    low, high = FACE_PARTS_SCALE
+    scale = (low + _rand(generator, (batch, 1)) * (high - low)).to(device)
+    noise = torch.randn((batch, 2), generator=generator, device=generator.device)
+    shift = (noise * FACE_PARTS_SHIFT).clamp(-2.5 * FACE_PARTS_SHIFT, 2.5 * FACE_PARTS_SHIFT).to(device)
+    factor = size / BASE_SIZE
+    coords = torch.arange(size, device=device, dtype=torch.float32)
+    x, y = coords.view(1, 1, size), coords.view(1, size, 1)
+    hole = torch.zeros((batch, size, size), dtype=torch.bool, device=device)
+    for number, ellipses in enumerate(FACE_PARTS.values()):
+        for center_x, center_y, half_x, half_y in ellipses:
+            dx = (x - (center_x + shift[:, 0, None, None]) * factor) / (half_x * factor * scale[..., None])
+            dy = (y - (center_y + shift[:, 1, None, None]) * factor) / (half_y * factor * scale[..., None])
+            hole |= (dx.square() + dy.square() <= 1) & keep[:, number, None, None].to(device)
+    return hole
+
+
 _TORCH_KINDS = {
     "deepfill": _deepfill_torch,
     "lama-thin": partial(_lama_torch, LAMA_PROTOCOLS["thin"]),
     "lama-medium": partial(_lama_torch, LAMA_PROTOCOLS["medium"]),
     "lama-thick": partial(_lama_torch, LAMA_PROTOCOLS["thick"]),
     "center": _center_torch,
+    "face-parts": _face_parts_torch,
 }
 
 

@@ -1,0 +1,46 @@
+"""Tests of the repo's scripts that need no ../shared data: the paired comparison of a study's methods."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parent.parent / "scripts" / "paired_difference.py"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+
+
+def write_per_image(folder: Path, rows: list[tuple[str, str, str]]) -> None:
+    folder.mkdir(parents=True)
+    with open(folder / "per_image.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["method", "image", "identity_cosine_sface"])
+        writer.writerows(rows)
+
+
+def test_paired_difference(tmp_path):
+    # A beats B by 0.1 on a, 0.3 on b; c has no B value and d no A value (an undetected face), so both drop out.
+    rows = [("A", "a", "0.9"), ("B", "a", "0.8"), ("A", "b", "0.7"), ("B", "b", "0.4"), ("A", "c", "0.5"),
+            ("B", "c", "nan"), ("A", "d", ""), ("B", "d", "0.2")]  # fmt: skip
+    write_per_image(tmp_path / "part-eyes", rows)
+    result = run(tmp_path, "identity_cosine_sface", "A", "B")
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.splitlines()[-1]
+    # differences 0.1 and 0.3: mean 0.2, sd 0.1414, 95 % half-width 1.96 * 0.1414 / sqrt(2) = 0.196
+    assert line == "| part-eyes | 2 | 0.8000 | 0.6000 | +0.2000 ± 0.1960 | 100% |"
+
+
+@pytest.mark.parametrize(
+    ("metric", "second", "message"),
+    [("psnr", "B", "no column 'psnr'"), ("identity_cosine_sface", "C", "no values of identity_cosine_sface")],
+)
+def test_paired_difference_errors(tmp_path, metric, second, message):
+    write_per_image(tmp_path / "lama-thick", [("A", "a", "0.9"), ("B", "a", "0.8")])
+    result = run(tmp_path, metric, "A", second)
+    assert result.returncode == 1 and message in result.stderr and len(result.stderr.splitlines()) == 1
+    assert result.stdout == ""
+    assert run(tmp_path / "missing", metric, "A", "B").returncode == 1
