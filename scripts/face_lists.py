@@ -53,14 +53,14 @@ def main() -> int:
         write_text(args.out / "train-id.flist", [str(path) for path in identified])
         # Every third validation photo (337, 55 of the 57 people): the model-card study, sized for a 2-core CPU.
         write_text(args.out / "val-study.flist", [str(path) for path in val[::3]])
-        # Every sixth (169): the Two-Face study, which runs each reference-guided model twice on four mask sets.
-        write_text(args.out / "val-twoface.flist", [str(path) for path in val[::6]])
+        # Every twelfth (85): the Two-Face study, which runs each reference-guided model twice on four mask sets.
+        write_text(args.out / "val-twoface.flist", [str(path) for path in val[::12]])
     except (InpaintError, OSError) as error:
         print(f"face_lists: {error}", file=sys.stderr)
         return 1
     print(
         f"wrote {args.out}: {len(train)} training ({len(identified)} with identities), {len(val)} validation, "
-        f"{len(val[::3])} + {len(val[::6])} study images"
+        f"{len(val[::3])} + {len(val[::12])} study images"
     )
     return 0
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 SCRIPT = Path(__file__).parent.parent / "scripts" / "paired_difference.py"
 
@@ -44,3 +45,16 @@ def test_paired_difference_errors(tmp_path, metric, second, message):
     assert result.returncode == 1 and message in result.stderr and len(result.stderr.splitlines()) == 1
     assert result.stdout == ""
     assert run(tmp_path / "missing", metric, "A", "B").returncode == 1
+
+
+def test_twoface_grid_draws_the_shipped_models_on_the_sample(tmp_path):
+    pytest.importorskip("dlib", reason="the part masks need faceinpaint[faces]")
+    script = Path(__file__).parent.parent / "scripts" / "twoface_grid.py"
+    out = tmp_path / "grid.png"
+    result = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as image:  # 6 columns, 3 rows of 256 px panels, 4 px gaps, an 18 px title row
+        assert image.size == (6 * 260 - 4, 18 + 3 * 260 - 4)
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "grid.xyz")], capture_output=True,
+                         text=True)  # fmt: skip
+    assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from faceinpaint.checkpoint import read_metrics
+from faceinpaint.checkpoint import list_checkpoints, load_checkpoint, read_metrics
 from faceinpaint.cli import main
 from faceinpaint.config import from_dict, load_config
 from faceinpaint.errors import InpaintError
@@ -204,6 +204,27 @@ def test_twoface_starts_from_deepfill_weights_and_reproduces_them(tmp_path, caps
         train(from_dict(config, name="backwards"))
 
 
+def test_reference_branch_learning_rate_scale(tmp_path):
+    """train.reference_lr_scale puts exactly the modules DeepFillv2 lacks in a second Adam group; a run cannot
+    resume with another group layout (one line), and the scale must be positive."""
+    config = tiny_config(tmp_path, max_steps=2, reference_lr_scale=5.0, sample_every=10, val_every=10)
+    result = train(from_dict(config, name="scaled"))
+    state = load_checkpoint(list_checkpoints(result.run_dir)[-1][1])
+    inherited, branch = state["optimizer_g"]["param_groups"]
+    assert (inherited["lr"], branch["lr"]) == (1e-3, 5e-3)
+    names = [name for name, _ in result.generator.named_parameters()]
+    deepfill_names = {name for name, _ in DeepFillV2(width=8).named_parameters()}
+    assert [names[i] for i in inherited["params"]] == [name for name in names if name in deepfill_names]
+    assert {names[i].split(".")[0] for i in branch["params"]} == set(TwoFace.REFERENCE_MODULES)
+
+    config["train"].update(max_steps=3, reference_lr_scale=1.0)
+    with pytest.raises(InpaintError, match="2 parameter group"):
+        train(from_dict(config, name="scaled"), resume=result.run_dir)
+    config["train"]["reference_lr_scale"] = 0.0
+    with pytest.raises(InpaintError, match="reference_lr_scale: must be above 0"):
+        from_dict(config, name="zero")
+
+
 def test_identity_loss_trains_with_dlibs_network(tmp_path):
     pytest.importorskip("face_recognition_models")
     config = tiny_config(tmp_path, batch_size=2, max_steps=1, identity_weight=0.1, local_gan=0.0, save_every=10,
@@ -213,6 +234,10 @@ def test_identity_loss_trains_with_dlibs_network(tmp_path):
     (record,) = _losses(result.run_dir)
     assert 0.0 <= record["identity_target"] < 2.0 and 0.0 <= record["identity_reference"] < 2.0
     assert "loss_d_local" not in record
+    assert main(["export-weights", str(result.run_dir), str(tmp_path / "identity-model")]) == 0
+    card = (tmp_path / "identity-model" / "README.md").read_text()  # the loss curve shows the identity terms
+    header = "| step | L1 coarse | L1 refined | G adversarial | D hinge | identity to truth | identity to reference |"
+    assert header in card and f"| {record['identity_target']:.4f} | {record['identity_reference']:.4f} |" in card
 
 
 @pytest.mark.parametrize("name", ["twoface_face-256", "twoface_seed-128"])
@@ -226,3 +251,19 @@ def test_presets_load_and_dry_run(name, capsys):
         assert config.model.resolution == 128 and config.data.masks == ("center",) and config.data.layout == "twoface"
     else:
         assert config.train.reference_dropout > 0 and "deepfill" in config.data.masks
+
+
+def test_inference_attention_in_slices_equals_the_whole(monkeypatch):
+    """Without autograd, the reference attention runs its queries in slices (memory); the result must not change."""
+    from faceinpaint.models import twoface
+
+    torch.manual_seed(0)
+    attention = twoface.ReferenceAttention(32, 16)
+    torch.nn.init.normal_(attention.out.weight)  # a fresh output projection is zero: make the output visible
+    features, reference = torch.randn(3, 32, 16, 16), torch.randn(3, 16, 8, 8)
+    with torch.no_grad():
+        whole = attention(features, reference)
+        monkeypatch.setattr(twoface, "ATTENTION_ELEMENTS", 3 * 4 * 64 * 10)  # 10 query rows per slice: 26 slices
+        sliced = attention(features, reference)
+    assert whole.abs().max() > 0
+    torch.testing.assert_close(sliced, whole, rtol=0, atol=1e-6)

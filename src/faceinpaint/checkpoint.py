@@ -128,13 +128,24 @@ def _spread(records: list[dict], count: int) -> list[dict]:
     return [records[round(i * (len(records) - 1) / (count - 1))] for i in range(count)]
 
 
+LOSS_COLUMNS = {
+    "l1_coarse": "L1 coarse",
+    "l1_refined": "L1 refined",
+    "loss_g_adv": "G adversarial",
+    "loss_d": "D hinge",
+}
+IDENTITY_COLUMNS = {"identity_target": "identity to truth", "identity_reference": "identity to reference"}
+
+
 def _card(name: str, state: dict, run_dir: Path) -> str:
     """A model card filled from the run: data, recipe, steps, hardware, speed and validation metrics."""
     config = from_dict(state["config"])
     records = read_metrics(run_dir)
     train_logs = [r for r in records if r.get("kind") == "train"]
     validations = [r for r in records if r.get("kind") == "val"]
-    speed = train_logs[-1].get("it_per_s") if train_logs else None
+    # The median of the logged intervals: the last one is often cut short by a stop (SIGTERM, --max-minutes).
+    speeds = sorted(r["it_per_s"] for r in train_logs if r.get("it_per_s"))
+    speed = speeds[len(speeds) // 2] if speeds else None
     hardware = state.get("hardware", "unknown")
     lines = [
         f"# {name}",
@@ -148,8 +159,8 @@ def _card(name: str, state: dict, run_dir: Path) -> str:
         f"{', '.join(config.data.masks)} (one per sample)",
         f"- steps: {state['step']} at batch {config.train.batch_size} x {state.get('world_size', 1)} process(es)",
         f"- hardware: {hardware}",
-        f"- wall time: {state.get('wall_seconds', 0.0) / 3600:.2f} h; speed at the end: "
-        f"{f'{speed:.2f} it/s' if speed else 'not logged'}",
+        f"- wall time: {state.get('wall_seconds', 0.0) / 3600:.2f} h; speed: "
+        f"{f'median {speed:.2f} it/s' if speed else 'not logged'}",
         f"- exported from `{run_dir}` by `faceinpaint export-weights` (faceinpaint on {platform.python_version()})",
         "",
         f"## Validation (fixed subset, fixed `{config.data.masks[0]}` masks, EMA generator)",
@@ -171,12 +182,13 @@ def _card(name: str, state: dict, run_dir: Path) -> str:
     else:
         lines.append("No validation was run.")
     if train_logs:  # the loss curve: each row is the mean since the previous log line
-        lines += ["", "## Loss curve", "| step | L1 coarse | L1 refined | G adversarial | D hinge | it/s |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        columns = dict(LOSS_COLUMNS)
+        if any("identity_target" in r for r in train_logs):
+            columns |= IDENTITY_COLUMNS
+        lines += ["", "## Loss curve", f"| step | {' | '.join(columns.values())} | it/s |",
+                  "|---|" + "---|" * (len(columns) + 1)]  # fmt: skip
         for r in _spread(train_logs, 12):
-            cells = [
-                f"{r[key]:.4f}" if key in r else "-" for key in ("l1_coarse", "l1_refined", "loss_g_adv", "loss_d")
-            ]
+            cells = [f"{r[key]:.4f}" if key in r else "-" for key in columns]
             lines.append(f"| {r['step']} | {' | '.join(cells)} | {r.get('it_per_s', 0.0):.3f} |")
     lines += ["", "## Recipe", "```yaml", dump_config(config).rstrip(), "```", ""]
     return "\n".join(lines)

@@ -47,6 +47,9 @@ class TrainConfig:
     local_gan: float = 0.0  # weight of a second SN-PatchGAN on the hole's bounding box; 0: no local discriminator
     identity_weight: float = 0.0  # weight of 1 - cos(dlib(output), dlib(truth)) + the same to the reference
     reference_dropout: float = 0.25  # twoface: probability that a sample trains without its reference
+    # twoface: the reference branch's lr is lr x this. Above 1 it lets the zero-initialised branch catch up with a
+    # generator warm-started from DeepFillv2 (train.init_from) without shaking the inherited weights.
+    reference_lr_scale: float = 1.0
     # A model dir (or installed model name) or a training checkpoint / run dir whose generator starts this one, e.g.
     # Two-Face from the trained DeepFillv2: same-named weights are copied, the rest keep their init. Fresh runs only.
     init_from: str = ""
@@ -125,6 +128,8 @@ def _section(name: str, values: dict) -> object:
     if unknown:
         raise InpaintError(f"unknown key {name}.{unknown[0]}; valid keys in {name}: {', '.join(hints)}")
     section = cls(**{key: _coerce(value, hints[key], f"{name}.{key}") for key, value in values.items()})
+    if getattr(section, "reference_lr_scale", 1.0) <= 0:
+        raise InpaintError(f"{name}.reference_lr_scale: must be above 0, got {section.reference_lr_scale}")
     choices = {"layout": ("files", "twoface")}
     for key, valid in choices.items():
         if key in hints and getattr(section, key) not in valid:

@@ -110,6 +110,21 @@ def _hardware(device: torch.device, world: int) -> str:
     return f"{world} x CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def generator_groups(generator: nn.Module, cfg: Config) -> list[dict]:
+    """Adam's parameter groups of the generator: all in one, or (train.reference_lr_scale != 1) the reference
+    branch of a twoface model in a second group at lr x that scale."""
+    branch_names = getattr(generator, "REFERENCE_MODULES", ())
+    if cfg.train.reference_lr_scale == 1.0 or not branch_names:
+        return [{"params": list(generator.parameters()), "lr": cfg.train.lr}]
+    inherited, branch = [], []
+    for name, parameter in generator.named_parameters():
+        (branch if name.split(".")[0] in branch_names else inherited).append(parameter)
+    return [
+        {"params": inherited, "lr": cfg.train.lr},
+        {"params": branch, "lr": cfg.train.lr * cfg.train.reference_lr_scale},
+    ]
+
+
 def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | None = None) -> TrainResult:
     """Train the generator and discriminator of `cfg`; write logs, samples and checkpoints into a run dir.
 
@@ -156,7 +171,8 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
         if rank == 0:
             print(f"faceinpaint: generator starts from {cfg.train.init_from} ({copied} tensors)", file=sys.stderr)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
-    optimizer_g = torch.optim.Adam(generator.parameters(), lr=cfg.train.lr, betas=cfg.train.betas)
+    groups = generator_groups(generator, cfg)
+    optimizer_g = torch.optim.Adam(groups, lr=cfg.train.lr, betas=cfg.train.betas)
     optimizer_d = torch.optim.Adam([p for d in discriminators for p in d.parameters()], lr=cfg.train.lr,
                                    betas=cfg.train.betas)  # fmt: skip
     start_step, wall_before = 0, 0.0
@@ -174,9 +190,19 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
                 f"checkpoint {checkpoint} does not fit this config's model: {str(error)[:200]}"
             ) from None
         if "optimizer_g" in state:
+            saved_groups = len(state["optimizer_g"]["param_groups"])
+            if saved_groups != len(groups):
+                raise InpaintError(
+                    f"checkpoint {checkpoint}: its optimiser has {saved_groups} parameter group(s), this config "
+                    f"{len(groups)} (train.reference_lr_scale): keep the run's value, or start a new run from it "
+                    f"with train.init_from"
+                )
             optimizer_g.load_state_dict(state["optimizer_g"])
             optimizer_d.load_state_dict(state["optimizer_d"])
-            for group in optimizer_g.param_groups + optimizer_d.param_groups:  # `--set train.lr=...` wins on resume
+            # `--set train.lr=...` wins on resume
+            for group, fresh in zip(optimizer_g.param_groups, groups, strict=True):
+                group["lr"], group["betas"] = fresh["lr"], cfg.train.betas
+            for group in optimizer_d.param_groups:
                 group["lr"], group["betas"] = cfg.train.lr, cfg.train.betas
         else:  # a slimmed checkpoint (e.g. the fp16 one kept in the repo): the networks, not Adam's moments
             warnings.warn(f"{checkpoint} holds no optimiser state: Adam starts afresh", stacklevel=2)

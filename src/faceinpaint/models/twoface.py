@@ -23,6 +23,11 @@ def coordinate_features(height: int, width: int, frequencies: int, like: torch.T
     return torch.cat([ys.sin(), ys.cos(), xs.sin(), xs.cos()])[None]
 
 
+# Attention scores one inference slice may hold (batch x heads x queries x keys): 2^26 floats, 256 MiB in float32.
+# A 256 px batch of 16 would otherwise hold 16 x 4 x 4096 x 4096 (4 GiB) at once, and more in the kernel's copies.
+ATTENTION_ELEMENTS = 1 << 26
+
+
 class ReferenceAttention(nn.Module):
     """Multi-head cross-attention (Vaswani et al., NeurIPS 2017) from inpainting features to reference features.
 
@@ -62,7 +67,12 @@ class ReferenceAttention(nn.Module):
         query = self._tokens(self.query(torch.cat([features, where], dim=1)))
         key = self._tokens(self.key(torch.cat([reference, where_ref.expand(batch, -1, -1, -1)], dim=1)))
         value = self._tokens(self.value(reference))
-        attended = F.scaled_dot_product_attention(query, key, value)  # (B, heads, hw, C/heads)
+        if torch.is_grad_enabled():
+            attended = F.scaled_dot_product_attention(query, key, value)  # (B, heads, hw, C/heads)
+        else:  # inference: queries in slices, so a batch never holds a whole (hw x h'w') map per head at once
+            rows = max(1, ATTENTION_ELEMENTS // (query.shape[0] * query.shape[1] * key.shape[2]))
+            slices = [query[:, :, start : start + rows] for start in range(0, query.shape[2], rows)]
+            attended = torch.cat([F.scaled_dot_product_attention(part, key, value) for part in slices], dim=2)
         return self.out(attended.transpose(2, 3).reshape(batch, channels, height, width))
 
 
@@ -83,6 +93,9 @@ class TwoFace(DeepFillV2):
     tensor holds (this is how training drops references per sample). Returns `(coarse, refined)`, both
     (B, 3, H, W) in [-1, 1], not composited. Pixels under the hole are ignored.
     """
+
+    # The modules DeepFillv2 does not have (train.reference_lr_scale applies to them).
+    REFERENCE_MODULES = ("reference_encoder", "reference_attention", "identity_encoder", "film")
 
     def __init__(
         self,
