@@ -12,28 +12,15 @@ import argparse
 import sys
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from faceinpaint.demo import load_sample
 from faceinpaint.errors import InpaintError
+from faceinpaint.figures import labelled_grid
 from faceinpaint.images import write_image
 from faceinpaint.inpainter import Inpainter
 from faceinpaint.part_masks import face_part_mask
 
 TITLES = ("ground truth", "input", "reference", "deepfillv2-face-256", "twoface-face-256", "twoface, no reference")
-
-
-def grid(rows: list[list[np.ndarray]], titles=TITLES, gap: int = 4, header: int = 18) -> Image.Image:
-    """Panels (uint8 H x W x 3, all one size) in rows, titled columns, on white."""
-    height, width = rows[0][0].shape[:2]
-    canvas = Image.new("RGB", (len(titles) * (width + gap) - gap, header + len(rows) * (height + gap) - gap), "white")
-    draw = ImageDraw.Draw(canvas)
-    for column, title in enumerate(titles):
-        draw.text((column * (width + gap) + 4, 3), title, fill="black")
-    for row, panels in enumerate(rows):
-        for column, panel in enumerate(panels):
-            canvas.paste(Image.fromarray(panel), (column * (width + gap), header + row * (height + gap)))
-    return canvas
 
 
 def main() -> int:
@@ -47,7 +34,7 @@ def main() -> int:
             Inpainter.from_pretrained("deepfillv2-face-256"),
             Inpainter.from_pretrained("twoface-face-256"),
         )
-        rows = []
+        columns = [(title, []) for title in TITLES]
         for part in ("eyes", "nose", "mouth"):
             hole = face_part_mask(face, [part])
             shown = face.copy()
@@ -57,8 +44,9 @@ def main() -> int:
                 twoface(face, hole, reference=reference, align="never"),
                 twoface(face, hole, align="never"),
             ]
-            rows.append([face, shown, reference, *outputs])
-        write_image(grid(rows), args.out)
+            for (_, tiles), tile in zip(columns, [face, shown, reference, *outputs], strict=True):
+                tiles.append(tile)
+        write_image(labelled_grid(columns), args.out)
     except (InpaintError, OSError) as error:
         print(f"twoface_grid: {error}", file=sys.stderr)
         return 1

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from faceinpaint.figures import LABEL_HEIGHT
+
 SCRIPT = Path(__file__).parent.parent / "scripts" / "paired_difference.py"
 
 
@@ -53,8 +55,8 @@ def test_twoface_grid_draws_the_shipped_models_on_the_sample(tmp_path):
     out = tmp_path / "grid.png"
     result = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    with Image.open(out) as image:  # 6 columns, 3 rows of 256 px panels, 4 px gaps, an 18 px title row
-        assert image.size == (6 * 260 - 4, 18 + 3 * 260 - 4)
+    with Image.open(out) as image:  # 6 columns, 3 rows of 256 px panels, 4 px gaps, a title row
+        assert image.size == (6 * 260 - 4, LABEL_HEIGHT + 3 * 260 - 4)
     bad = subprocess.run([sys.executable, str(script), str(tmp_path / "grid.xyz")], capture_output=True,
                          text=True)  # fmt: skip
     assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1

@@ -131,6 +131,20 @@ def test_slim_checkpoint_resumes_in_a_new_run_and_is_never_written_to(tmp_path):
     assert kept.read_bytes() == before and list(kept.parent.iterdir()) == [kept]
 
 
+def test_slim_checkpoint_leaves_out_a_discriminator_never_trained(tmp_path):
+    """With `train.gan=0` the discriminator stays at its init: the kept copy drops it, and a resume with the
+    adversarial term on starts it afresh."""
+    first = train(from_dict(tiny_config(tmp_path, max_steps=4, gan=0.0), name="tiny"))
+    kept = tmp_path / "kept.pt"
+    assert main(["export-weights", str(first.run_dir), str(tmp_path / "model"), "--keep-checkpoint", str(kept)]) == 0
+    state = load_checkpoint(kept)
+    assert "discriminator" not in state and {"generator", "ema"} <= set(state)
+    with pytest.warns(UserWarning, match="no optimiser state"):
+        resumed = train(from_dict(tiny_config(tmp_path, max_steps=6), name="tiny"), resume=kept)
+    assert resumed.step == 6
+    assert all("loss_d" in r for r in read_metrics(resumed.run_dir) if r["kind"] == "train" and r["step"] > 4)
+
+
 def test_sigterm_leaves_a_valid_last_checkpoint(tmp_path):
     config = tiny_config(tmp_path, max_steps=100000, save_every=100000, val_every=100000, sample_every=100000)
     path = tmp_path / "tiny.yaml"

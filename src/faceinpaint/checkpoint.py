@@ -195,14 +195,17 @@ def _card(name: str, state: dict, run_dir: Path) -> str:
 
 
 NETWORKS = ("generator", "discriminator", "local_discriminator", "ema")
+# A discriminator whose loss the run never logged was never trained (e.g. `train.gan=0`): slim copies leave it out.
+UNTRAINED_IF_NO_LOG = {"discriminator": "loss_d", "local_discriminator": "loss_d_local"}
 
 
 def slim_checkpoint(run_dir_or_checkpoint: str | Path, out: str | Path) -> Path:
     """Keep a run's latest checkpoint (or a given one) small enough for git: every network in float16, no optimiser.
 
-    The slim file holds the generator, discriminator(s) and EMA, the step, config, wall time and hardware, and the
-    run's metrics history; `faceinpaint train CONFIG --resume OUT` continues from it in a new run dir (Adam's
-    moments restart). `out` is replaced atomically when it exists; it must not be the checkpoint it is made from.
+    The slim file holds the generator, the discriminator(s) the run trained and the EMA, the step, config, wall
+    time and hardware, and the run's metrics history; `faceinpaint train CONFIG --resume OUT` continues from it in
+    a new run dir (Adam's moments restart). `out` is replaced atomically when it exists; it must not be the
+    checkpoint it is made from.
     """
     checkpoint, out = find_checkpoint(run_dir_or_checkpoint), Path(out)
     if out.exists() and out.resolve() == checkpoint.resolve():
@@ -214,6 +217,10 @@ def slim_checkpoint(run_dir_or_checkpoint: str | Path, out: str | Path) -> Path:
             slim[key] = {name: t.half() if t.is_floating_point() else t for name, t in slim[key].items()}
     if in_run_dir(checkpoint):
         slim["metrics"] = [r for r in read_metrics(run_dir_of(checkpoint)) if r.get("step", 0) <= state["step"]]
+    trained_logs = [r for r in slim.get("metrics", []) if r.get("kind") == "train"]
+    for key, loss in UNTRAINED_IF_NO_LOG.items():  # still at its init: a fresh one on resume is the same thing
+        if key in slim and trained_logs and not any(loss in r for r in trained_logs):
+            del slim[key]
     try:
         save_checkpoint(slim, out)
     except OSError as error:

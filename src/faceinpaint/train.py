@@ -181,10 +181,11 @@ def train(cfg: Config, resume: str | Path | None = None, max_minutes: float | No
         state = load_checkpoint(checkpoint)
         try:
             generator.load_state_dict(state["generator"])
-            discriminator.load_state_dict(state["discriminator"])
-            if local is not None:
-                local.load_state_dict(state["local_discriminator"])
             ema.load_state_dict(state["ema"])
+            # A slim checkpoint leaves out discriminators its run never trained: those start from their init.
+            for network, key in ((discriminator, "discriminator"), (local, "local_discriminator")):
+                if network is not None and key in state:
+                    network.load_state_dict(state[key])
         except (RuntimeError, KeyError) as error:
             raise InpaintError(
                 f"checkpoint {checkpoint} does not fit this config's model: {str(error)[:200]}"
