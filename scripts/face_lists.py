@@ -55,12 +55,16 @@ def main() -> int:
         write_text(args.out / "val-study.flist", [str(path) for path in val[::3]])
         # Every twelfth (85): the Two-Face study, which runs each reference-guided model twice on four mask sets.
         write_text(args.out / "val-twoface.flist", [str(path) for path in val[::12]])
+        # Every sixth (169): the recipe ablation (docs/training-recipes.md), which compares seven models.
+        write_text(args.out / "val-ablation.flist", [str(path) for path in val[::6]])
+        # Every fourth training photo (3,984): the ablation arms' training set, quick to decode.
+        write_text(args.out / "train-ablation.flist", [str(path) for path in train[::4]])
     except (InpaintError, OSError) as error:
         print(f"face_lists: {error}", file=sys.stderr)
         return 1
     print(
         f"wrote {args.out}: {len(train)} training ({len(identified)} with identities), {len(val)} validation, "
-        f"{len(val[::3])} + {len(val[::12])} study images"
+        f"{len(val[::3])} + {len(val[::12])} + {len(val[::6])} study images"
     )
     return 0
 

@@ -1,6 +1,7 @@
 """Tests of the data tools (file lists, Two-Face layout), the datasets and the device-resident batches."""
 
 import random
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,27 @@ def test_file_list_dataset_shapes_flip_and_errors(faces: Path, tmp_path: Path) -
         with_broken[with_broken.files.index(str(faces / "id0" / "broken.png"))]
     with pytest.raises(InpaintError, match="broken.png"):
         load_uint8(faces, 24, workers=2)
+
+
+def test_a_folder_of_zip_parts_reads_like_the_files(faces: Path, tmp_path: Path) -> None:
+    """The GPU round's data (scripts/pack_faces.py): zips of `<identity>/<image>` members in one folder."""
+    files = sorted(faces.rglob("*.*"))
+    parts = tmp_path / "parts"
+    (parts / "rest").mkdir(parents=True)
+    for part, chunk in ((parts / "part-000.zip", files[:10]), (parts / "rest" / "part-001.zip", files[10:])):
+        with zipfile.ZipFile(part, "w") as archive:
+            for path in chunk:
+                archive.write(path, path.relative_to(faces).as_posix())
+    (parts / "manifest.json").write_text("{}")  # neither an image nor a zip: not read
+    assert torch.equal(load_uint8(parts, 16, workers=2), load_uint8(faces, 16, workers=2))
+    assert torch.equal(identity_index(parts), identity_index(faces))
+    assert len(FileListDataset(parts, 16)) == 27
+    (parts / "loose.png").write_bytes((faces / "id0" / "001.png").read_bytes())  # images first: zips are ignored
+    assert len(FileListDataset(parts, 16)) == 1
+    (parts / "loose.png").unlink()
+    (parts / "part-000.zip").write_bytes(b"not a zip")
+    with pytest.raises(InpaintError, match="part-000.zip: cannot read it"):
+        load_uint8(parts, 16)
 
 
 def test_load_uint8_and_device_batches(faces: Path) -> None:

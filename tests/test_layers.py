@@ -76,11 +76,25 @@ def features():
     return fg, bg, mask
 
 
-def test_contextual_attention_matches_naive_loop(features):
+@pytest.mark.parametrize("fuse", [3, 5])
+def test_contextual_attention_matches_naive_loop(features, fuse):
     fg, bg, mask = features
-    expected = naive_contextual_attention(fg, bg, mask)
-    actual = ContextualAttention()(fg, bg, mask)
+    expected = naive_contextual_attention(fg, bg, mask, fuse=fuse)
+    actual = ContextualAttention(fuse_size=fuse)(fg, bg, mask)
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_contextual_attention_gradients_match_naive_loop(features):
+    """The score fusion has its own backward (shifted adds, its own adjoint): autograd through the loop agrees."""
+    fg, bg, mask = features
+    weight = torch.randn(fg.shape, generator=torch.Generator().manual_seed(5))
+    grads = []
+    for attend in (naive_contextual_attention, ContextualAttention()):
+        inputs = [fg.clone().requires_grad_(), bg.clone().requires_grad_()]
+        (attend(*inputs, mask) * weight).sum().backward()
+        grads.append([x.grad for x in inputs])
+    for expected, actual in zip(*grads, strict=True):
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
 
 
 def test_contextual_attention_never_borrows_from_the_hole(features):
@@ -118,6 +132,60 @@ def test_gated_conv_halves_and_gates():
     out = layer(torch.randn(2, 5, 16, 16))
     assert out.shape == (2, 6, 8, 8)
     assert GatedUpConv2d(6, 4)(out).shape == (2, 4, 16, 16)
+
+
+@pytest.mark.parametrize("activation", ["elu", "relu"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_gated_conv_training_gradients_match_plain_ops(activation, layout):
+    """With gradients on, the gate is one autograd node with its own backward: same values and gradients."""
+    torch.manual_seed(0)
+    layer = GatedConv2d(4, 3, kernel_size=3, dilation=2, activation=activation).to(memory_format=layout)
+    x = torch.randn(2, 4, 9, 9).contiguous(memory_format=layout).requires_grad_()
+    weight = torch.randn(2, 3, 9, 9)
+    results = []
+    for fused in (True, False):
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+        if fused:
+            out = layer(x)
+        else:
+            features, gate = layer.conv(x).chunk(2, dim=1)
+            out = layer.activation(features) * torch.sigmoid(gate)
+        (out * weight).sum().backward()
+        results.append([out, x.grad, layer.conv.weight.grad, layer.conv.bias.grad])
+    for actual, expected in zip(*results, strict=True):
+        torch.testing.assert_close(actual, expected)
+    assert results[0][1].is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_gated_up_conv_equals_upsampling_then_convolving(layout):
+    """The sub-pixel form: same values and gradients as nearest 2x upsampling followed by the gated 3x3 conv."""
+    torch.manual_seed(0)
+    layer = GatedUpConv2d(5, 3).to(memory_format=layout)
+    with torch.no_grad():
+        layer.conv.conv.bias.normal_()  # zero at init: make the bias's path visible
+    x = torch.randn(2, 5, 6, 9).contiguous(memory_format=layout).requires_grad_()
+    weight = torch.randn(2, 3, 12, 18)
+    results = []
+    for module in (layer, lambda x: layer.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))):
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+        out = module(x)
+        (out * weight).sum().backward()
+        results.append([out, x.grad, layer.conv.conv.weight.grad, layer.conv.conv.bias.grad])
+    for actual, expected in zip(*results, strict=True):
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
+    assert results[0][0].is_contiguous(memory_format=layout)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), results[1][0], atol=1e-5, rtol=1e-4)
+
+
+def test_gated_conv_backward_passes_gradcheck():
+    torch.manual_seed(0)
+    layer = GatedConv2d(2, 2, kernel_size=3).double()
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,))
 
 
 def test_gated_conv_output_is_activation_times_sigmoid():

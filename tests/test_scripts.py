@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -60,3 +61,22 @@ def test_twoface_grid_draws_the_shipped_models_on_the_sample(tmp_path):
     bad = subprocess.run([sys.executable, str(script), str(tmp_path / "grid.xyz")], capture_output=True,
                          text=True)  # fmt: skip
     assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1
+
+
+def test_sample_grid_draws_each_model_on_the_sample(tmp_path):
+    pytest.importorskip("dlib", reason="the part masks need faceinpaint[faces]")
+    script = Path(__file__).parent.parent / "scripts" / "sample_grid.py"
+    out = tmp_path / "grid.png"
+    result = subprocess.run([sys.executable, str(script), str(out), "--weights", "telea", "deepfillv2-face-256",
+                             "--titles", "Telea", "shipped"], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as image:  # 4 columns, 3 rows of 256 px panels, 4 px gaps, a title row
+        assert image.size == (4 * 260 - 4, LABEL_HEIGHT + 3 * 260 - 4)
+        pixels = np.asarray(image.convert("RGB"))
+    top = LABEL_HEIGHT
+    truth, telea = pixels[top : top + 256, :256], pixels[top : top + 256, 2 * 260 : 2 * 260 + 256]
+    assert np.abs(truth.astype(int) - telea).max() > 0  # the hole was filled by the model, not copied
+    for arguments in (["--weights", "telea", "--titles", "a", "b"], ["--weights", "no-such-model"]):
+        bad = subprocess.run([sys.executable, str(script), str(tmp_path / "bad.png"), *arguments],
+                             capture_output=True, text=True)  # fmt: skip
+        assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1, bad.stderr

@@ -18,6 +18,7 @@ from PIL import Image
 from faceinpaint.checkpoint import export_weights, list_checkpoints, load_checkpoint, read_metrics
 from faceinpaint.cli import main
 from faceinpaint.config import dump_config, from_dict, load_config
+from faceinpaint.errors import InpaintError
 from faceinpaint.inpainter import Inpainter
 from faceinpaint.models.deepfill import DeepFillV2
 from faceinpaint.models.discriminator import SNPatchGAN
@@ -248,3 +249,26 @@ def test_dry_run_prints_the_resolved_config_with_overrides(capsys):
     printed = capsys.readouterr().out
     assert "lr: 0.0002" in printed and "- center" in printed
     assert json.dumps(load_config(config).to_dict()["train"]["betas"]) == "[0.5, 0.999]"
+
+
+def test_structure_losses_train_and_show_in_the_card(tmp_path):
+    pytest.importorskip("face_recognition_models", reason="needs faceinpaint[faces]")
+    pytest.importorskip("stlpips_pytorch", reason="needs faceinpaint[eval]")
+    config = tiny_config(tmp_path, faces=4, max_steps=4, stlpips_weight=1.0, dlib_feature_weight=1.0,
+                         feature_matching_weight=10.0, part_l1_weight=2.0, gan_start_step=2, gan_ramp_steps=2,
+                         val_every=10, sample_every=10, save_every=10)  # fmt: skip
+    config["data"]["masks"] = ["face-parts"]  # holes inside the parts region
+    result = train(from_dict(config, name="structure"))
+    records = [r for r in read_metrics(result.run_dir) if r["kind"] == "train"]
+    assert [("loss_d" in r, "feature_matching" in r) for r in records] == [(False, False)] * 2 + [(True, True)] * 2
+    for record in records:
+        assert all(np.isfinite(record[key]) and record[key] >= 0 for key in ("stlpips", "dlib_features", "l1_parts"))
+    assert main(["export-weights", str(result.run_dir), str(tmp_path / "model")]) == 0
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "| D feature matching | ST-LPIPS (loss) | dlib features | L1 face parts | it/s |" in card
+    assert "stlpips_weight: 1.0" in card and "gan_ramp_steps: 2" in card
+
+
+def test_a_negative_loss_weight_is_refused():
+    with pytest.raises(InpaintError, match="train.stlpips_weight: must be 0"):
+        from_dict({"train": {"stlpips_weight": -1}})

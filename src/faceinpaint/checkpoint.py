@@ -134,7 +134,15 @@ LOSS_COLUMNS = {
     "loss_g_adv": "G adversarial",
     "loss_d": "D hinge",
 }
-IDENTITY_COLUMNS = {"identity_target": "identity to truth", "identity_reference": "identity to reference"}
+# Terms that only some recipes have: a column each where the run logged them.
+OPTIONAL_COLUMNS = {
+    "feature_matching": "D feature matching",
+    "stlpips": "ST-LPIPS (loss)",
+    "dlib_features": "dlib features",
+    "l1_parts": "L1 face parts",
+    "identity_target": "identity to truth",
+    "identity_reference": "identity to reference",
+}
 
 
 def _card(name: str, state: dict, run_dir: Path) -> str:
@@ -183,8 +191,7 @@ def _card(name: str, state: dict, run_dir: Path) -> str:
         lines.append("No validation was run.")
     if train_logs:  # the loss curve: each row is the mean since the previous log line
         columns = dict(LOSS_COLUMNS)
-        if any("identity_target" in r for r in train_logs):
-            columns |= IDENTITY_COLUMNS
+        columns |= {key: title for key, title in OPTIONAL_COLUMNS.items() if any(key in r for r in train_logs)}
         lines += ["", "## Loss curve", f"| step | {' | '.join(columns.values())} | it/s |",
                   "|---|" + "---|" * (len(columns) + 1)]  # fmt: skip
         for r in _spread(train_logs, 12):

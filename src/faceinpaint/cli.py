@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     from faceinpaint.train import train
 
-    result = train(config, resume=args.resume, max_minutes=args.max_minutes)
+    result = train(config, resume=args.resume, max_minutes=args.max_minutes, max_cpu_minutes=args.max_cpu_minutes)
     print(f"run dir: {result.run_dir} (step {result.step})")
     return 0
 
@@ -285,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value")
     train.add_argument("--resume", type=Path, help="run dir (latest checkpoint) or checkpoint file to continue")
     train.add_argument("--max-minutes", type=float, help="save and stop after this much wall time")
+    train.add_argument(
+        "--max-cpu-minutes", type=float, help="save and stop after this much CPU time of the process (all threads)"
+    )
     train.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     train.set_defaults(func=cmd_train)
 

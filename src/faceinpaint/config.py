@@ -46,6 +46,14 @@ class TrainConfig:
     gan: float = 1.0  # weight of the hinge adversarial term for the generator
     local_gan: float = 0.0  # weight of a second SN-PatchGAN on the hole's bounding box; 0: no local discriminator
     identity_weight: float = 0.0  # weight of 1 - cos(dlib(output), dlib(truth)) + the same to the reference
+    # Structure losses on the completed image (losses.py; each 0 = off). stlpips_weight trains on ST-LPIPS's own
+    # AlexNet, so that model's ST-LPIPS figures must say so (a network that trains a model cannot judge it).
+    stlpips_weight: float = 0.0  # ST-LPIPS (AlexNet, stlpips-pytorch) distance to the ground truth
+    dlib_feature_weight: float = 0.0  # dlib face-ResNet stage features vs the ground truth's (face perceptual)
+    feature_matching_weight: float = 0.0  # L1 of the discriminator's features, real vs completed (needs gan > 0)
+    part_l1_weight: float = 0.0  # extra L1 on the hole's pixels over the aligned eyes, nose and mouth
+    gan_start_step: int = 0  # the discriminator and the adversarial terms start at this (absolute) step...
+    gan_ramp_steps: int = 0  # ...and their weight rises linearly to `gan` / `local_gan` over this many steps
     reference_dropout: float = 0.25  # twoface: probability that a sample trains without its reference
     # twoface: the reference branch's lr is lr x this. Above 1 it lets the zero-initialised branch catch up with a
     # generator warm-started from DeepFillv2 (train.init_from) without shaking the inherited weights.
@@ -90,6 +98,9 @@ class Config:
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+NON_NEGATIVE = ("l1_coarse", "l1_refined", "gan", "local_gan", "identity_weight", "stlpips_weight",
+                "dlib_feature_weight", "feature_matching_weight", "part_l1_weight", "gan_start_step",
+                "gan_ramp_steps")  # fmt: skip
 
 
 def _coerce(value, kind, where: str):
@@ -130,6 +141,9 @@ def _section(name: str, values: dict) -> object:
     section = cls(**{key: _coerce(value, hints[key], f"{name}.{key}") for key, value in values.items()})
     if getattr(section, "reference_lr_scale", 1.0) <= 0:
         raise InpaintError(f"{name}.reference_lr_scale: must be above 0, got {section.reference_lr_scale}")
+    for key in NON_NEGATIVE:
+        if key in hints and getattr(section, key) < 0:
+            raise InpaintError(f"{name}.{key}: must be 0 (off) or more, got {getattr(section, key)}")
     choices = {"layout": ("files", "twoface")}
     for key, valid in choices.items():
         if key in hints and getattr(section, key) not in valid:

@@ -1,4 +1,4 @@
-"""Training datasets: face photos from a file list, a folder or a zip, and the Two-Face seed layout.
+"""Training datasets: face photos from a file list, a folder, a zip or a folder of zip parts, and the Two-Face layout.
 
 Every item is float (3, R, R) RGB in [-1, 1]: the shorter side resized to R, then centre-cropped, then (when
 `flip`) mirrored left-right with probability 1/2. Masks are not made here (see `masks.py`). Zips are read into
@@ -36,6 +36,15 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
     for directory, subdirectories, files in os.walk(folder):
         subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
         found += [Path(directory, name) for name in files if is_image_name(name)]
+    return sorted(found)
+
+
+def find_zips(folder: str | os.PathLike) -> list[Path]:
+    """All visible .zip files under `folder`, recursively, sorted by path (e.g. scripts/pack_faces.py's parts)."""
+    found = []
+    for directory, subdirectories, files in os.walk(folder):
+        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
+        found += [Path(directory, name) for name in files if name.lower().endswith(".zip") and name[0] != "."]
     return sorted(found)
 
 
@@ -84,13 +93,21 @@ def _check_resolution(resolution: int) -> int:
 
 
 def open_image_source(source: str | os.PathLike) -> tuple[list[str], Callable[[str], bytes]]:
-    """A .flist file, a folder or a .zip -> (image names, function reading a name's bytes).
+    """A .flist file, a folder (of images, or of .zip parts) or a .zip -> (image names, function reading bytes).
 
-    Flist lines are paths, absolute or relative to the flist's folder (blank lines and `#` comments skipped).
+    Flist lines are paths, absolute or relative to the flist's folder (blank lines and `#` comments skipped). A
+    folder gives its images (recursively); a folder holding no images but .zip files (parts, as written by
+    scripts/pack_faces.py) gives the images of every zip, named `<zip path>/<member>`, so that the parent folder
+    (the identity) is the member's folder, as for a single zip or for files.
     """
     source = Path(source)
     if source.is_dir():
-        return [str(path) for path in find_images(source)], _read_file
+        images = find_images(source)
+        parts = [] if images else find_zips(source)
+        if not parts:
+            return [str(path) for path in images], _read_file
+        members = {str(part / name): data for part in parts for name, data in read_zip(part).items()}
+        return sorted(name for name in members if is_image_name(name)), members.__getitem__
     if not source.is_file():
         raise InpaintError(f"data source {source}: no such file or folder")
     if source.suffix.lower() == ".zip":

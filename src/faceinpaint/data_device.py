@@ -37,7 +37,8 @@ def load_uint8(source: Source, resolution: int, workers: int = 8) -> torch.Tenso
 
     Args:
         source: a FileListDataset, a TwoFaceDataset (all of its split's masked, real and reference photos, in
-            the order of `TwoFaceDataset.files()`), a .flist / folder / .zip path, or a sequence of image paths.
+            the order of `TwoFaceDataset.files()`), a .flist / folder / .zip path (or a folder of .zip parts),
+            or a sequence of image paths.
         resolution: output side R.
         workers: decoding threads (Pillow releases the GIL while decoding and resizing).
 

@@ -40,7 +40,7 @@ METRICS = {
     "psnr": ("psnr", "psnr_hole"),
     "ssim": ("ssim",),
     "l1": ("l1", "l1_hole"),
-    "stlpips": ("stlpips",),
+    "stlpips": ("stlpips", "stlpips_hole"),
     "fid": ("fid",),
     "ids": ("u_ids", "p_ids"),
     "identity": ("identity_cosine_sface", "identity_cosine_dlib"),
@@ -53,6 +53,7 @@ COLUMNS = {
     "l1": ("L1 ↓", "{:.4f}"),
     "l1_hole": ("L1 hole ↓", "{:.4f}"),
     "stlpips": ("ST-LPIPS ↓", "{:.4f}"),
+    "stlpips_hole": ("ST-LPIPS hole ↓", "{:.4f}"),
     "fid": ("FID ↓", "{:.2f}"),
     "u_ids": ("U-IDS ↑", "{:.3f}"),
     "p_ids": ("P-IDS ↑", "{:.3f}"),
@@ -331,7 +332,10 @@ def _measure(values, index, output, target, hole, judges, targets_prepared, devi
         values["l1"][index] = l1(output, target)
         values["l1_hole"][index] = l1_hole(output, target, hole)
     if judges.stlpips is not None:
-        values["stlpips"][index] = judges.stlpips(output, target).double().numpy()
+        with torch.inference_mode():
+            whole, in_hole = judges.stlpips.distances(output, target, hole)
+        values["stlpips"][index] = whole.double().cpu().numpy()
+        values["stlpips_hole"][index] = in_hole.double().cpu().numpy()
     for name, judge in judges.identity.items():
         column = f"identity_cosine_{name}"
         for i, pixels in zip(index, tensor_to_uint8(output), strict=True):

@@ -1,4 +1,10 @@
-"""Loss terms, each a small function weighted from the config by the training loop."""
+"""Loss terms, each a small function weighted from the config by the training loop.
+
+Beyond DeepFillv2's L1 and hinge terms: feature (perceptual) distances under frozen networks that load offline
+(ST-LPIPS's AlexNet in perceptual.py, dlib's face ResNet), the discriminator feature matching of pix2pixHD
+(Wang et al., CVPR 2018) and LaMa (Suvorov et al., WACV 2022), a ramp for the adversarial weight, and an L1 that
+counts the hole's pixels over the face's eyes, nose and mouth once more.
+"""
 
 import torch
 import torch.nn.functional as F
@@ -42,3 +48,41 @@ def identity_losses(
     weights = available.float()
     to_reference = ((1.0 - F.cosine_similarity(mine, theirs, dim=1)) * weights).sum() / weights.sum().clamp_min(1.0)
     return to_target, to_reference
+
+
+def hole_l1(output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over the pixels where `weight` (B, 1, H, W) is 1 (e.g. hole x face parts); 0 if none."""
+    weight = weight.float()
+    total = ((output.float() - target.float()).abs() * weight).sum()
+    return total / (weight.sum() * output.shape[1]).clamp_min(1.0)
+
+
+def adversarial_weight(step: int, weight: float, start: int, ramp: int) -> float:
+    """The adversarial terms' weight at `step`: 0 before `start`, then up linearly to `weight` over `ramp` steps."""
+    if weight <= 0 or step < start:
+        return 0.0
+    return weight * min(1.0, (step - start + 1) / ramp) if ramp > 0 else weight
+
+
+def feature_matching(real_features: list[torch.Tensor], fake_features: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over the discriminator's layers of L1 between its features of real and of completed images
+    (pix2pixHD's feature matching); the real ones are targets, detached."""
+    pairs = list(zip(real_features, fake_features, strict=True))
+    return sum((fake.float() - real.detach().float()).abs().mean() for real, fake in pairs) / len(pairs)
+
+
+def _unit(features: torch.Tensor) -> torch.Tensor:
+    return features / (features.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+
+
+def dlib_feature_loss(network: torch.nn.Module, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A face-specific perceptual distance: dlib's ResNet stages (models/dlib_resnet.py) of the two faces' chips,
+    each unit-normalised along channels as in LPIPS, squared differences summed over channels, averaged over
+    positions and the batch, then over the four stages. The target goes through without autograd."""
+    from faceinpaint.models.dlib_resnet import chip_from_aligned
+
+    with torch.no_grad():
+        truth = network.stages(chip_from_aligned(target))
+    mine = network.stages(chip_from_aligned(output))
+    pairs = list(zip(mine, truth, strict=True))
+    return sum((_unit(a.float()) - _unit(b.float())).pow(2).sum(dim=1).mean() for a, b in pairs) / len(pairs)

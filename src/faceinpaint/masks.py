@@ -433,6 +433,24 @@ def _face_parts_torch(batch: int, size: int, generator: torch.Generator, device:
     return hole
 
 
+FACE_PARTS_REGION_SCALE = 1.25  # the middle of FACE_PARTS_SCALE: the region `part_l1_weight` counts again
+
+
+def face_parts_region(size: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Where an FFHQ-aligned face's eyes, nose and mouth are (all FACE_PARTS ellipses, unshifted, at
+    FACE_PARTS_REGION_SCALE): float (1, 1, size, size), 1 inside. The training loss weighs holes there more."""
+    factor = size / BASE_SIZE
+    coords = torch.arange(size, device=device, dtype=torch.float32)
+    x, y = coords.view(1, size), coords.view(size, 1)
+    region = torch.zeros((size, size), dtype=torch.bool, device=device)
+    for ellipses in FACE_PARTS.values():
+        for center_x, center_y, half_x, half_y in ellipses:
+            dx = (x - center_x * factor) / (half_x * factor * FACE_PARTS_REGION_SCALE)
+            dy = (y - center_y * factor) / (half_y * factor * FACE_PARTS_REGION_SCALE)
+            region |= dx.square() + dy.square() <= 1
+    return region[None, None].float()
+
+
 _TORCH_KINDS = {
     "deepfill": _deepfill_torch,
     "lama-thin": partial(_lama_torch, LAMA_PROTOCOLS["thin"]),

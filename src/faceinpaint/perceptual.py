@@ -94,16 +94,35 @@ class STLPIPS(nn.Module):
         model.load_state_dict(state, strict=True)
         return model.to(device, memory_format=torch.channels_last).eval()  # about 2x faster convs on CPU
 
-    @torch.inference_mode()
-    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """One distance per image pair, float (B,)."""
+    def distance(self, output: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
+        """One distance per image pair (B,), float, on the network's device; differentiable in both images.
+
+        With `region` (B, 1, H, W), e.g. the hole, each stage's distance map is averaged over that region only
+        (resized to the stage's size by area), as LPIPS's spatial mode would be: a hole ST-LPIPS that the
+        known pixels do not dilute.
+        """
+        return self.distances(output, target, region)[0 if region is None else 1]
+
+    def distances(
+        self, output: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(whole-image distance, distance over `region` or None), both (B,), from one pass of the network."""
         device, layout = self.shift.device, torch.channels_last
         first = self.net(((output.to(device).float() - self.shift) / self.scale).contiguous(memory_format=layout))
         second = self.net(((target.to(device).float() - self.shift) / self.scale).contiguous(memory_format=layout))
-        total = torch.zeros(output.shape[0], device=device)
+        whole = torch.zeros(output.shape[0], device=device)
+        inside = None if region is None else torch.zeros_like(whole)
         for index, (a, b) in enumerate(zip(first, second, strict=True)):
             a = a / (a.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)  # unit length along channels
             b = b / (b.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
             weighted = getattr(self, f"lin{index}").model((a - b).pow(2))  # (B, 1, h, w)
-            total += weighted.mean(dim=(1, 2, 3))
-        return total.cpu()
+            whole = whole + weighted.mean(dim=(1, 2, 3))
+            if region is not None:
+                where = F.interpolate(region.to(device).float(), size=weighted.shape[2:], mode="area")
+                inside = inside + (weighted * where).sum(dim=(1, 2, 3)) / where.sum(dim=(1, 2, 3)).clamp_min(1e-8)
+        return whole, inside
+
+    @torch.inference_mode()
+    def forward(self, output: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
+        """One distance per image pair, float (B,) on the CPU: the judge's path (no autograd)."""
+        return self.distance(output, target, region).cpu()

@@ -31,8 +31,12 @@ class SNPatchGAN(nn.Module):
             in_channels = out_channels
         self.layers = nn.ModuleList(layers)
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([image, mask.to(image.dtype)], dim=1)  # (B, 4, H, W)
+    def forward(
+        self, image: torch.Tensor, mask: torch.Tensor, features: bool = False
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """The score map; with `features`, every layer's output, the score map last (for feature matching)."""
+        x, outputs = torch.cat([image, mask.to(image.dtype)], dim=1), []  # (B, 4, H, W)
         for layer in self.layers:
             x = F.leaky_relu(layer(x), 0.2)
-        return x
+            outputs.append(x)
+        return outputs if features else x

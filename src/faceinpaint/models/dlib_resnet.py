@@ -28,6 +28,7 @@ SAME_PERSON_DISTANCE = 0.6  # dlib's threshold on the Euclidean distance of two 
 # The residual blocks in forward order: (output channels, downsampling). dlib's "alevel4" to "alevel0".
 BLOCKS = [(32, False)] * 3 + [(64, True)] + [(64, False)] * 3 + [(128, True)] + [(128, False)] * 2
 BLOCKS += [(256, True)] + [(256, False)] * 2 + [(256, True)]
+STAGE_ENDS = (2, 6, 9, 12)  # the last block of each width (32, 64, 128, 256): the stages of `DlibResNet.stages`
 # Chip pixel (u, v) -> pixel (x, y) of an FFHQ-aligned 256x256 face, in pixel index coordinates (centres at
 # integers): x = a u + b v + c. Measured once with `estimate_chip_affine` on 600 faces drawn at random (seed 0) from
 # the project's FFHQ-aligned sets (celeba-id-256, aaf-256) and their mirror images: dlib's HOG detector and 5-point
@@ -259,13 +260,27 @@ class DlibResNet(nn.Module):
 
     def forward(self, chips: torch.Tensor) -> torch.Tensor:
         """Descriptors (B, 128), not normalised, of float chips (B, 3, 150, 150): RGB in [0, 255], dlib's framing."""
-        if chips.ndim != 4 or chips.shape[1:] != (3, CHIP_SIZE, CHIP_SIZE):
-            raise InpaintError(f"dlib's ResNet takes (B, 3, 150, 150) chips, got {tuple(chips.shape)}")
-        x = (chips - self.mean[:, None, None]) / 256.0
-        x = F.max_pool2d(F.relu(self.stem_affine(self.stem(x))), 3, 2)  # (B, 32, 35, 35)
+        x = self._stem(chips)
         for block in self.blocks:
             x = block(x)  # (B, 256, 2, 2) after the last
         return self.fc(x.mean(dim=(2, 3)))
+
+    def stages(self, chips: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps at the end of each width's blocks, of chips as in `forward`: (B, 32, 35, 35),
+        (B, 64, 18, 18), (B, 128, 9, 9), (B, 256, 5, 5). A perceptual loss compares them (feature_losses.py);
+        the blocks after the last stage are not run."""
+        x, features = self._stem(chips), []
+        for index, block in enumerate(self.blocks[: STAGE_ENDS[-1] + 1]):
+            x = block(x)
+            if index in STAGE_ENDS:
+                features.append(x)
+        return features
+
+    def _stem(self, chips: torch.Tensor) -> torch.Tensor:
+        if chips.ndim != 4 or chips.shape[1:] != (3, CHIP_SIZE, CHIP_SIZE):
+            raise InpaintError(f"dlib's ResNet takes (B, 3, 150, 150) chips, got {tuple(chips.shape)}")
+        x = (chips - self.mean[:, None, None]) / 256.0
+        return F.max_pool2d(F.relu(self.stem_affine(self.stem(x))), 3, 2)  # (B, 32, 35, 35)
 
     def load_dlib_layers(self, input_layer: dict, layers: list[tuple[str, dict]]) -> None:
         """Copy the weights of `read_dlib_layers` into this network, checking that the layers fit its topology."""

@@ -5,8 +5,56 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 ACTIVATIONS = {"elu": F.elu, "relu": F.relu}
+
+
+class _GatedActivation(torch.autograd.Function):
+    """activation(features) * sigmoid(gate) of a convolution's output (B, 2C, H, W), as one autograd node.
+
+    The same arithmetic as the three separate ops, but autograd keeps only the two activated halves (not also the
+    convolution's output), and the backward writes both halves' gradients straight into one tensor in the
+    convolution's memory format, where chunk's backward would allocate a zero tensor per half and concatenate.
+    """
+
+    @staticmethod
+    def forward(ctx, conv_output: torch.Tensor, activation: str) -> torch.Tensor:
+        features, gate = conv_output.chunk(2, dim=1)
+        features, gate = ACTIVATIONS[activation](features), torch.sigmoid(gate)
+        ctx.save_for_backward(features, gate)
+        ctx.activation = activation
+        return features * gate
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        features, gate = ctx.saved_tensors
+        batch, channels, height, width = features.shape
+        grad_input = torch.empty((batch, 2 * channels, height, width), dtype=grad.dtype, device=grad.device,
+                                 memory_format=_layout(features))  # fmt: skip
+        grad_features, grad_gate = grad_input[:, :channels], grad_input[:, channels:]
+        through_gate = grad * gate
+        if ctx.activation == "elu":  # from the result: 1 where positive, elu + 1 (= exp) elsewhere
+            torch.ops.aten.elu_backward.grad_input(through_gate, 1.0, 1.0, 1.0, True, features,
+                                                   grad_input=grad_features)  # fmt: skip
+        else:
+            torch.ops.aten.threshold_backward.grad_input(through_gate, features, 0.0, grad_input=grad_features)
+        torch.ops.aten.sigmoid_backward.grad_input(grad * features, gate, grad_input=grad_gate)
+        return grad_input, None
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """The memory format of a 4D tensor: channels-last if it is laid out so, else contiguous."""
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
+def gated_activation(conv_output: torch.Tensor, activation: str) -> torch.Tensor:
+    """activation(first half of the channels) * sigmoid(second half): (B, 2C, H, W) -> (B, C, H, W)."""
+    if torch.is_grad_enabled() and conv_output.requires_grad:  # training: the leaner autograd node
+        return _GatedActivation.apply(conv_output, activation)
+    features, gate = conv_output.chunk(2, dim=1)  # inference and export: plain ops
+    return ACTIVATIONS[activation](features) * torch.sigmoid(gate)
 
 
 class GatedConv2d(nn.Module):
@@ -30,6 +78,7 @@ class GatedConv2d(nn.Module):
         padding = dilation * (kernel_size - 1) // 2
         self.conv = nn.Conv2d(in_channels, 2 * out_channels, kernel_size, stride, padding, dilation)
         self.activation = ACTIVATIONS[activation]
+        self.activation_name = activation
         # He initialisation with the feature half scaled by sqrt(2) to make up for the gate (about 0.5 at the
         # start): the signal then keeps roughly its scale through the ~20 gated layers of a stage. PyTorch's
         # default faded it to a constant output (the first thousands of steps crawled); a factor of 2 let it grow
@@ -40,12 +89,25 @@ class GatedConv2d(nn.Module):
             self.conv.weight[:out_channels] *= math.sqrt(2.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features, gate = self.conv(x).chunk(2, dim=1)
-        return self.activation(features) * torch.sigmoid(gate)
+        return gated_activation(self.conv(x), self.activation_name)
+
+
+# Rows (or columns) of a 3x3 kernel that land on the same input row after nearest 2x upsampling, for even and odd
+# output rows: an even row 2i sees input rows i-1 (tap 0) and i (taps 1, 2); an odd row 2i+1 sees i (taps 0, 1) and
+# i+1 (tap 2). (phase, 2 taps of the folded kernel, 3 taps of the original)
+_UPSAMPLE_FOLD = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
 
 
 class GatedUpConv2d(nn.Module):
-    """The paper's "deconv": nearest-neighbour 2x upsampling, then a 3x3 gated convolution."""
+    """The paper's "deconv": nearest-neighbour 2x upsampling, then a 3x3 gated convolution.
+
+    Computed without the upsampling (what "sub-pixel" convolution does): each of the four output phases (even /
+    odd row and column) sees only a 2x2 window of the input, through the 3x3 kernel's taps summed where they fall on
+    the same input pixel, so one 2x2 convolution at the input's resolution with four kernels per output channel
+    gives all phases; they are gated, then interleaved. The same result as upsampling then convolving (up to float
+    rounding) with 4/9 of the multiply-adds; the zero padding of the upsampled image is the zero padding of the
+    input. The parameters are the 3x3 convolution's (`conv.conv`), as before.
+    """
 
     def __init__(
         self,
@@ -56,7 +118,24 @@ class GatedUpConv2d(nn.Module):
         self.conv = GatedConv2d(in_channels, out_channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        conv, (batch, _, height, width) = self.conv.conv, x.shape
+        fold = _UPSAMPLE_FOLD.to(conv.weight)
+        # (row phase, column phase, 2C, in, 2, 2) -> output channels ordered (feature/gate half, phase, C), so that
+        # one gate call serves all four phases.
+        kernels = torch.einsum("pak,qbl,oikl->pqoiab", fold, fold, conv.weight)
+        kernels = kernels.unflatten(2, (2, -1)).permute(2, 0, 1, 3, 4, 5, 6).flatten(0, 3)  # (8C, in, 2, 2)
+        bias = conv.bias.view(2, 1, -1).expand(2, 4, -1).flatten()
+        # Output (i, j) of this convolution of the padded input covers input rows i-1, i and columns j-1, j.
+        phases = gated_activation(F.conv2d(F.pad(x, (1, 1, 1, 1)), kernels, bias), self.conv.activation_name)
+        channels = phases.shape[1] // 4  # (B, 4C, H+1, W+1), phase-major
+        # Even output rows take window i (input rows i-1, i), odd ones window i + 1 (rows i, i+1); columns alike.
+        parts = [
+            phases[:, index * channels : (index + 1) * channels, row : row + height, column : column + width]
+            for index, (row, column) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1)))
+        ]
+        out = torch.stack(parts, dim=2).unflatten(2, (2, 2))  # (B, C, row phase, column phase, H, W)
+        out = out.permute(0, 1, 4, 2, 5, 3).reshape(batch, channels, 2 * height, 2 * width)
+        return out.contiguous(memory_format=_layout(x))
 
 
 class ContextualAttention(nn.Module):
@@ -135,11 +214,39 @@ class ContextualAttention(nn.Module):
     def _fuse(self, scores: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Sum scores along diagonals: neighbouring foreground positions vote for neighbouring patches."""
         batch = scores.shape[0]
-        eye = torch.eye(self.fuse_size, dtype=scores.dtype, device=scores.device).view(1, 1, *([self.fuse_size] * 2))
-        pad = self.fuse_size // 2
         # Row-major flattening: the diagonal runs along x.
-        scores = F.conv2d(scores.view(batch, 1, h * w, h * w), eye, padding=pad)
+        scores = _diagonal_sums(scores, self.fuse_size)
         # Column-major flattening: the diagonal runs along y.
-        scores = scores.view(batch, h, w, h, w).permute(0, 2, 1, 4, 3).reshape(batch, 1, h * w, h * w)
-        scores = F.conv2d(scores, eye, padding=pad)
+        scores = scores.view(batch, h, w, h, w).permute(0, 2, 1, 4, 3).reshape(batch, h * w, h * w)
+        scores = _diagonal_sums(scores, self.fuse_size)
         return scores.view(batch, w, h, w, h).permute(0, 2, 1, 4, 3).reshape(batch, h * w, h * w)
+
+
+def _diagonal_sum(scores: torch.Tensor, size: int) -> torch.Tensor:
+    """out[b, p, q] = sum over |d| <= size // 2 of scores[b, p + d, q + d] (zero outside): a 2D convolution of the
+    (L, L) score image with a size x size identity kernel, as shifted adds (a one-channel convolution over an
+    (h*w)^2 image is slow, and more so its backward)."""
+    out, length = scores.clone(), scores.shape[-1]
+    for shift in range(1, size // 2 + 1):
+        out[:, : length - shift, : length - shift] += scores[:, shift:, shift:]
+        out[:, shift:, shift:] += scores[:, : length - shift, : length - shift]
+    return out
+
+
+def _diagonal_sums(scores: torch.Tensor, size: int) -> torch.Tensor:
+    if torch.is_grad_enabled() and scores.requires_grad:  # training: the node with the cheap backward
+        return _DiagonalSum.apply(scores, size)
+    return _diagonal_sum(scores, size)  # inference and export (TorchScript traces no autograd.Function)
+
+
+class _DiagonalSum(torch.autograd.Function):
+    """`_diagonal_sum` with its own backward: the kernel is symmetric, so the operator is its own adjoint."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, size: int) -> torch.Tensor:
+        ctx.size = size
+        return _diagonal_sum(scores, size)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _DiagonalSum.apply(grad, ctx.size), None
