@@ -272,3 +272,14 @@ def test_structure_losses_train_and_show_in_the_card(tmp_path):
 def test_a_negative_loss_weight_is_refused():
     with pytest.raises(InpaintError, match="train.stlpips_weight: must be 0"):
         from_dict({"train": {"stlpips_weight": -1}})
+
+
+def test_cpu_bf16_falls_back_to_float32_where_the_cpu_has_none(tmp_path, monkeypatch):
+    import faceinpaint.train as training
+
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
+    config = tiny_config(tmp_path, faces=4, max_steps=1, cpu_bf16=True, gan=0.0, val_every=10, sample_every=10)
+    with pytest.warns(UserWarning, match="no AVX512-BF16 or AMX"):
+        result = training.train(from_dict(config, name="fp32"))
+    (record,) = [r for r in read_metrics(result.run_dir) if r["kind"] == "train"]
+    assert np.isfinite(record["l1_refined"])
