@@ -71,18 +71,17 @@ def feature_matching(real_features: list[torch.Tensor], fake_features: list[torc
     return sum((fake.float() - real.detach().float()).abs().mean() for real, fake in pairs) / len(pairs)
 
 
-def _unit(features: torch.Tensor) -> torch.Tensor:
-    return features / (features.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
-
-
 def dlib_feature_loss(network: torch.nn.Module, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """A face-specific perceptual distance: dlib's ResNet stages (models/dlib_resnet.py) of the two faces' chips,
     each unit-normalised along channels as in LPIPS, squared differences summed over channels, averaged over
     positions and the batch, then over the four stages. The target goes through without autograd."""
     from faceinpaint.models.dlib_resnet import chip_from_aligned
+    from faceinpaint.perceptual import unit_length
 
     with torch.no_grad():
         truth = network.stages(chip_from_aligned(target))
     mine = network.stages(chip_from_aligned(output))
     pairs = list(zip(mine, truth, strict=True))
-    return sum((_unit(a.float()) - _unit(b.float())).pow(2).sum(dim=1).mean() for a, b in pairs) / len(pairs)
+    return sum((unit_length(a.float()) - unit_length(b.float())).pow(2).sum(dim=1).mean() for a, b in pairs) / len(
+        pairs
+    )

@@ -15,6 +15,11 @@ STLPIPS_WEIGHTS = "weights/vST0.0/alex_shift_tolerant.pth"
 CHANNELS = (64, 192, 384, 256, 256)  # AlexNet relu1..relu5
 
 
+def unit_length(features: torch.Tensor) -> torch.Tensor:
+    """Feature maps (B, C, h, w) scaled to unit length along channels at every position, as LPIPS compares them."""
+    return features / (features.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+
+
 class BlurDownsample(nn.Module):
     """Anti-aliased stride-2 downsampling: reflect-pad by 2, then a fixed 3x3 binomial blur per channel."""
 
@@ -113,8 +118,7 @@ class STLPIPS(nn.Module):
         whole = torch.zeros(output.shape[0], device=device)
         inside = None if region is None else torch.zeros_like(whole)
         for index, (a, b) in enumerate(zip(first, second, strict=True)):
-            a = a / (a.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)  # unit length along channels
-            b = b / (b.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+            a, b = unit_length(a), unit_length(b)
             weighted = getattr(self, f"lin{index}").model((a - b).pow(2))  # (B, 1, h, w)
             whole = whole + weighted.mean(dim=(1, 2, 3))
             if region is not None:

@@ -267,7 +267,7 @@ class DlibResNet(nn.Module):
 
     def stages(self, chips: torch.Tensor) -> list[torch.Tensor]:
         """The feature maps at the end of each width's blocks, of chips as in `forward`: (B, 32, 35, 35),
-        (B, 64, 18, 18), (B, 128, 9, 9), (B, 256, 5, 5). A perceptual loss compares them (feature_losses.py);
+        (B, 64, 18, 18), (B, 128, 9, 9), (B, 256, 5, 5). A perceptual loss compares them (losses.py);
         the blocks after the last stage are not run."""
         x, features = self._stem(chips), []
         for index, block in enumerate(self.blocks[: STAGE_ENDS[-1] + 1]):
