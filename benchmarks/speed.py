@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from faceinpaint.classical import CLASSICAL_METHODS
+from faceinpaint.classical import CLASSICAL_METHODS, REFERENCE_METHODS
 from faceinpaint.demo import load_sample
 from faceinpaint.errors import InpaintError
 from faceinpaint.inpainter import Inpainter
@@ -38,9 +38,12 @@ def main() -> None:
     image, hole = load_sample()
     pixels = np.asarray(image)
     rows = []
+    mirrored = np.ascontiguousarray(pixels[:, ::-1])  # reference-paste's "other photo": the sample mirrored
     for name in CLASSICAL_METHODS:
         inpainter = Inpainter.from_pretrained(name)
-        rows.append((name, "cpu", 1, _median_ms(lambda inpainter=inpainter: inpainter(pixels, hole), args.repeats)))
+        reference = mirrored if name in REFERENCE_METHODS else None
+        run = lambda inpainter=inpainter, reference=reference: inpainter(pixels, hole, reference)  # noqa: E731
+        rows.append((name, "cpu", 1, _median_ms(run, args.repeats)))
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:

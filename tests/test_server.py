@@ -1,8 +1,15 @@
 """The HTTP server through FastAPI's TestClient: every endpoint, every kind of bad input, TF-Serving bodies."""
 
 import base64
+import http.client
 import io
 import json
+import socket
+import struct
+import threading
+import time
+import zlib
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -15,6 +22,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from faceinpaint.inpainter import Inpainter  # noqa: E402
 from faceinpaint.server import Limits, create_app  # noqa: E402
 from faceinpaint.tfserving import centre_hole  # noqa: E402
+
+LOCAL = "http://localhost"  # what a browser on the serving machine sends as Host (TestClient's own is "testserver")
 
 
 def png(array: np.ndarray, mode: str | None = None) -> bytes:
@@ -35,7 +44,7 @@ def client():
     tiny = Inpainter.from_config("deepfillv2", {"width": 8}, 32, device="cpu")
     telea = Inpainter.from_pretrained("telea")
     limits = Limits(max_upload_bytes=3_000_000, max_pixels=300 * 300, max_batch=2, workers=1, queue=4)
-    with TestClient(create_app({"tiny": tiny, "telea": telea}, limits)) as test_client:
+    with TestClient(create_app({"tiny": tiny, "telea": telea}, limits), base_url=LOCAL) as test_client:
         yield test_client
 
 
@@ -197,7 +206,6 @@ def test_tfserving_row_format_and_mask(client):
         ({"inputs": {"masked_image": np.zeros((1, 8, 8)).tolist()}}, "[N, H, W, 3]"),
         ({"inputs": {"masked_image": np.zeros((1, 8, 8, 4)).tolist()}}, "[N, H, W, 3]"),
         ({"inputs": {"masked_image": np.full((1, 8, 8, 3), 2.0).tolist()}}, "[0, 1]"),
-        ({"inputs": {"masked_image": np.zeros((3, 8, 8, 3)).tolist()}}, "batch"),
         ({"inputs": {"masked_image": np.zeros((1, 8, 8, 3)).tolist(), "mask": np.zeros((1, 4, 4)).tolist()}}, "mask"),
         ({"inputs": {"masked_image": np.zeros((1, 8, 8, 3)).tolist(), "reference_image": [[[1.0]]]}}, "reference"),
         ({"inputs": {"other": 1}}, "masked_image"),
@@ -237,7 +245,7 @@ def test_busy_server_answers_503(photo):
         "mask": ("m.png", png(hole.astype(np.uint8) * 255), "image/png"),
     }
     app = create_app({"slow": Slow()}, Limits(workers=1, queue=0))
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url=LOCAL) as test_client:
         first = threading.Thread(target=lambda: test_client.post("/v1/inpaint", files=files))
         first.start()
         for _ in range(200):
@@ -259,3 +267,291 @@ def test_json_body_limits_apply_to_chunked_bodies(client):
     answer = client.post("/v1/inpaint", content=chunks(), headers={"content-type": "application/json"})
     assert "limit" in error_of(answer, 413)
     assert json.loads(client.get("/healthz").text)["pending"] == 0
+
+
+# Hardening (issue 21): malformed bodies, keep-alive, one decoder, work after admission, Host / Origin, limits.
+
+
+def declared_png(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height but holds no pixels: all the size check reads."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
+
+
+class StandIn:
+    """A model-shaped object for the pool tests: blocks until released, or raises (a bug), counting its calls."""
+
+    name, model, resolution, uses_reference, config = "stand-in", None, None, False, {"method": "stand-in"}
+
+    def __init__(self, fail: bool = False):
+        self.fail, self.calls, self.release = fail, 0, threading.Event()
+
+    def __call__(self, image, mask, reference=None, align=None):
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("a bug in the model")
+        self.release.wait(20)
+        return image
+
+
+@contextmanager
+def live_server(app):
+    """Serve the app with uvicorn on a free loopback port (a real socket, for keep-alive and disconnects)."""
+    uvicorn = pytest.importorskip("uvicorn")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def json_inpaint_body(photo, model: str) -> bytes:
+    image, hole = photo
+    return json.dumps({"image": data_url(png(image)), "mask": data_url(png(hole.astype(np.uint8) * 255)),
+                       "model": model, "align": "never"}).encode()  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/inpaint", b'{"image": 1, "mask": 1}'),
+        ("/v1/inpaint", b'{"image": "AAAA", "mask": ["AAAA"]}'),
+        ("/v1/inpaint", b'{"image": "AAAA", "mask": "AAAA", "reference": {}}'),
+        ("/v1/inpaint", b'{"image": "AAAA", "mask": "AAAA", "model": 7}'),
+        ("/v1/faces", b'{"image": 1}'),
+        ("/v1/faces", b'{"image": null}'),
+        ("/v1/inpaint", b'{"image": ' + b"1" * 4400 + b"}"),
+        ("/v1/inpaint", b"[" * 2000 + b"]" * 2000),
+        ("/v1/models/tiny:predict", b'{"inputs": {"masked_image": ' + b"[" * 2000 + b"]" * 2000 + b"}}"),
+        ("/v1/models/tiny:predict", b'{"inputs": {"masked_image": ' + b"[" * 80 + b"]" * 80 + b"}}"),
+        ("/v1/models/tiny:predict", b'{"inputs": {"masked_image": [[[]]]}}'),
+        ("/v1/models/tiny:predict", b'{"inputs": {"masked_image": [[[[]]]]}}'),
+        ("/v1/models/tiny:predict", b'{"inputs": {"masked_image": [[[[' + b"9" * 400 + b", 0, 0]]]]}}"),
+        ("/v1/models/tiny:predict", b'{"inputs": {"masked_image": [[[["0.5", "0.5", "0.5"]]]]}}'),
+        ("/v1/models/tiny:predict", b'{"inputs": {"masked_image": [[[[0, 0, 0]]]], "mask": [[[[]]]]}}'),
+        ("/v1/models/tiny:predict", b'{"instances": [{"masked_image": [[[0, 0, 0]]], "mask": null}]}'),
+    ],
+)
+def test_malformed_bodies_are_4xx_json(client, path, body):
+    response = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500, response.text
+    error_of(response, response.status_code)
+
+
+def test_keep_alive_connection_survives_bad_requests_and_bugs(photo):
+    app = create_app({"telea": Inpainter.from_pretrained("telea"), "broken": StandIn(fail=True)})
+    with live_server(app) as port:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+        def post(body: bytes) -> tuple[int, dict]:
+            connection.request("POST", "/v1/inpaint", body, {"content-type": "application/json"})
+            response = connection.getresponse()
+            return response.status, json.loads(response.read())
+
+        status, _ = post(b'{"image": 1, "mask": 1}')
+        assert 400 <= status < 500
+        first_socket = connection.sock
+        status, answer = post(json_inpaint_body(photo, "broken"))
+        assert status == 500 and "internal error" in answer["error"] and "a bug" not in answer["error"]
+        status, answer = post(json_inpaint_body(photo, "telea"))
+        assert status == 200 and answer["model"] == "telea"
+        assert connection.sock is first_socket, "the server closed the connection"
+        connection.close()
+
+
+def test_sideways_phone_photo_is_turned_upright(client, photo):
+    image, hole = photo
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: turn 90 degrees clockwise to show
+    stream = io.BytesIO()
+    Image.fromarray(np.rot90(image, 1).copy()).save(stream, format="PNG", exif=exif)
+    files = {"image": ("a.png", stream.getvalue(), "image/png"), "mask": ("m.png", png(hole.astype(np.uint8) * 255))}
+    response = client.post("/v1/inpaint", files=files, data={"model": "telea", "align": "never"})
+    assert response.status_code == 200, response.text  # the mask was drawn on the photo as displayed
+    check_composited(np.asarray(Image.open(io.BytesIO(response.content))), image, hole)
+
+
+def test_sideways_phone_photo_finds_its_face(client, face):
+    from faceinpaint.faces import faces_available
+
+    if not faces_available():
+        pytest.skip("needs faceinpaint[faces]")
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored rotated the other way: turn 90 degrees counter-clockwise to show
+    stream = io.BytesIO()
+    Image.fromarray(np.rot90(np.asarray(face[0]), -1).copy()).save(stream, format="PNG", exif=exif)
+    answer = client.post("/v1/faces", json={"image": data_url(stream.getvalue())})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["faces"]) == 1
+
+
+def _sixteen_bit_png(grey: np.ndarray) -> bytes:
+    return png(grey.astype(np.uint16) * 257)  # mode I;16
+
+
+def _float_tiff(grey: np.ndarray) -> bytes:
+    stream = io.BytesIO()
+    Image.fromarray((grey / 255.0).astype(np.float32), "F").save(stream, format="TIFF")
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize("encode", [_sixteen_bit_png, _float_tiff], ids=["I;16 PNG", "float TIFF"])
+def test_sixteen_bit_and_float_uploads_are_scaled_like_the_cli(client, photo, encode):
+    grey, hole = photo[0][..., 0], photo[1]
+    files = {"image": ("deep", encode(grey)), "mask": ("m.png", png(hole.astype(np.uint8) * 255), "image/png")}
+    response = client.post("/v1/inpaint", files=files, data={"model": "telea", "align": "never"})
+    assert response.status_code == 200, response.text
+    result = np.asarray(Image.open(io.BytesIO(response.content)).convert("L"))
+    assert np.array_equal(result[~hole], grey[~hole])
+
+
+def test_uploads_are_decoded_in_the_worker_pool_after_admission(photo, monkeypatch):
+    import faceinpaint.server as server
+
+    threads = []
+    decode = server.decode_image
+
+    def recording_decode(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(server, "decode_image", recording_decode)
+    stand_in = StandIn()
+    app = create_app({"stand-in": stand_in}, Limits(workers=1, queue=0))
+    body = json_inpaint_body(photo, "stand-in")
+    headers = {"content-type": "application/json"}
+    with TestClient(app, base_url=LOCAL) as test_client:
+        first = threading.Thread(target=lambda: test_client.post("/v1/inpaint", content=body, headers=headers))
+        first.start()
+        deadline = time.monotonic() + 20
+        while not stand_in.calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "busy" in error_of(test_client.post("/v1/inpaint", content=body, headers=headers), 503)
+        stand_in.release.set()
+        first.join()
+    assert len(threads) == 1, threads  # the refused request decoded nothing
+    assert threads[0].startswith("faceinpaint"), threads
+
+
+def test_queued_work_of_clients_that_left_is_dropped(photo):
+    stand_in = StandIn()
+    app = create_app({"stand-in": stand_in}, Limits(workers=1, queue=8))
+    body = json_inpaint_body(photo, "stand-in")
+    with live_server(app) as port:
+
+        def pending() -> int:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", "/healthz")
+            count = json.loads(connection.getresponse().read())["pending"]
+            connection.close()
+            return count
+
+        def wait_for(condition) -> bool:
+            deadline = time.monotonic() + 10
+            while not condition() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return condition()
+
+        first = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        first.request("POST", "/v1/inpaint", body, {"content-type": "application/json"})
+        assert wait_for(lambda: stand_in.calls == 1)
+        request = (f"POST /v1/inpaint HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
+        leaving = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        for client_socket in leaving:
+            client_socket.sendall(request)
+        assert wait_for(lambda: pending() == 4)
+        for client_socket in leaving:
+            client_socket.close()
+        assert wait_for(lambda: pending() == 1), "requests of clients that left still wait for the worker"
+        stand_in.release.set()
+        assert first.getresponse().status == 200
+        first.close()
+    assert stand_in.calls == 1
+
+
+@pytest.mark.parametrize("side", [400, 10_000, 20_000, 70_000])
+def test_pixel_limit_is_413_for_every_size(client, side):
+    files = {"image": ("a.png", declared_png(side, side), "image/png"), "mask": ("m.png", declared_png(8, 8))}
+    assert f"{side * side} pixels is over the limit" in error_of(client.post("/v1/inpaint", files=files), 413)
+    answer = client.post("/v1/faces", json={"image": data_url(declared_png(side, side))})
+    assert "over the limit" in error_of(answer, 413)
+
+
+def test_tfserving_limits_are_413(client):
+    over_batch = {"inputs": {"masked_image": np.zeros((3, 8, 8, 3)).tolist()}}
+    assert "batch" in error_of(client.post("/v1/models/tiny:predict", json=over_batch), 413)
+    over_pixels = {"inputs": {"masked_image": np.zeros((1, 301, 301, 3), np.uint8).tolist()}}
+    assert "over the limit" in error_of(client.post("/v1/models/tiny:predict", json=over_pixels), 413)
+
+
+def test_host_header_must_name_the_server():
+    app = create_app({"telea": Inpainter.from_pretrained("telea")})
+    with TestClient(app, base_url=LOCAL) as test_client:
+        for host in ("localhost", "localhost:8000", "127.0.0.1:8000", "[::1]:8000", "LOCALHOST"):
+            assert test_client.get("/v1/models", headers={"host": host}).status_code == 200, host
+        for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "", "localhost.evil:80"):
+            assert "Host" in error_of(test_client.get("/v1/models", headers={"host": host}), 400), host
+    other = create_app({"telea": Inpainter.from_pretrained("telea")}, allowed_hosts=["box.lan"])
+    with TestClient(other, base_url="http://box.lan:8000") as test_client:
+        assert test_client.get("/healthz").status_code == 200
+        error_of(test_client.get("/healthz", headers={"host": "localhost"}), 400)
+
+
+def test_cross_origin_posts_are_refused_unless_allowed(photo):
+    body = json_inpaint_body(photo, "telea")
+    headers = {"content-type": "application/json"}
+    app = create_app({"telea": Inpainter.from_pretrained("telea")})
+    with TestClient(app, base_url="http://127.0.0.1:8000") as test_client:
+        same = test_client.post("/v1/inpaint", content=body, headers={**headers, "origin": "http://127.0.0.1:8000"})
+        assert same.status_code == 200, same.text  # the bundled web page
+        for origin in ("http://evil.example", "null", "http://127.0.0.1:9999", "http://localhost:8000"):
+            answer = test_client.post("/v1/inpaint", content=body, headers={**headers, "origin": origin})
+            assert "origin" in error_of(answer, 403), origin
+        assert test_client.get("/v1/models", headers={"origin": "http://evil.example"}).status_code == 200
+    allowed = create_app({"telea": Inpainter.from_pretrained("telea")}, cors_origins=["https://app.example"])
+    with TestClient(allowed, base_url=LOCAL) as test_client:
+        answer = test_client.post("/v1/inpaint", content=body, headers={**headers, "origin": "https://app.example"})
+        assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == "https://app.example"
+        preflight = {"origin": "https://app.example", "access-control-request-method": "POST",
+                     "access-control-request-headers": "content-type"}  # fmt: skip
+        answer = test_client.options("/v1/inpaint", headers=preflight)
+        assert answer.status_code == 200 and "POST" in answer.headers["access-control-allow-methods"]
+        answer = test_client.options("/v1/inpaint", headers={**preflight, "origin": "https://evil.example"})
+        assert "origin" in error_of(answer, 403)
+
+
+def test_serve_command_passes_allowed_hosts_and_cors_origins(monkeypatch, capsys, photo):
+    import uvicorn
+
+    from faceinpaint.cli import main
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
+    code = main(["serve", "--weights", "telea", "--host", "0.0.0.0", "--allowed-hosts", "box.lan", "10.0.0.7",
+                     "--cors-origin", "https://app.example"])  # fmt: skip
+    assert code == 0 and served["host"] == "0.0.0.0"
+    assert "anyone who can reach this machine" in capsys.readouterr().err
+    body, headers = json_inpaint_body(photo, "telea"), {"content-type": "application/json"}
+    with TestClient(served["app"], base_url="http://box.lan:8000") as test_client:
+        assert test_client.get("/healthz").status_code == 200
+        assert test_client.get("/healthz", headers={"host": "10.0.0.7:8000"}).status_code == 200
+        error_of(test_client.get("/healthz", headers={"host": "evil.example"}), 400)
+        answer = test_client.post("/v1/inpaint", content=body, headers={**headers, "origin": "https://app.example"})
+        assert answer.status_code == 200, answer.text

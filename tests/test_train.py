@@ -283,3 +283,56 @@ def test_cpu_bf16_falls_back_to_float32_where_the_cpu_has_none(tmp_path, monkeyp
         result = training.train(from_dict(config, name="fp32"))
     (record,) = [r for r in read_metrics(result.run_dir) if r["kind"] == "train"]
     assert np.isfinite(record["l1_refined"])
+
+
+def _kill_debris(run_dir: Path, after_step: int) -> None:
+    """What `kill -9` leaves: temporary checkpoint and sample files, logs past the last checkpoint, a torn line."""
+    (run_dir / "checkpoints" / f".step-{after_step + 5:07d}.pt.k9x2ab.tmp").write_bytes(b"\0" * 1000)
+    (run_dir / "samples").mkdir(exist_ok=True)
+    (run_dir / "samples" / f".step-{after_step + 5:07d}.png.q81zz0.tmp").write_bytes(b"\0" * 10)
+    last = [r for r in read_metrics(run_dir) if r["kind"] == "train"][-1]
+    with open(run_dir / "metrics.jsonl", "a") as stream:
+        for step in (after_step + 1, after_step + 2):
+            stream.write(json.dumps({**last, "step": step}) + "\n")
+        stream.write('{"kind": "train", "st')
+
+
+def test_a_resume_after_kill_9_removes_temporary_files_and_logs_each_step_once(tmp_path):
+    config = tiny_config(tmp_path, max_steps=10, val_every=5, sample_every=1000)
+    first = train(from_dict(config, name="tiny"))
+    before = read_metrics(first.run_dir)
+    _kill_debris(first.run_dir, after_step=10)
+    config["train"]["max_steps"] = 15
+    resumed = train(from_dict(config, name="tiny"), resume=first.run_dir)
+    assert not [p.name for p in resumed.run_dir.rglob("*.tmp")]
+    records = read_metrics(resumed.run_dir)
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 16))
+    assert [r["step"] for r in records if r["kind"] == "val"] == [5, 10, 15]
+    assert records[: len(before)] == before
+    assert main(["export-weights", str(resumed.run_dir), str(tmp_path / "model")]) == 0
+    card = (tmp_path / "model" / "README.md").read_text()
+    curve = [line.split("|")[1].strip() for line in card.split("## Loss curve")[1].split("## Recipe")[0].splitlines()
+             if line.startswith("| ") and line.split("|")[1].strip().isdigit()]  # fmt: skip
+    assert len(curve) == len(set(curve)) == 12
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    config = tiny_config(tmp_path, max_steps=10, val_every=1000, sample_every=1000)
+    first = train(from_dict(config, name="tiny"))
+    latest = list_checkpoints(first.run_dir)[-1][1]
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # written, never synced, power cut
+    config["train"]["max_steps"] = 12
+    with pytest.warns(UserWarning, match=r"step-0000010\.pt: cannot read it .* resuming from an earlier checkpoint"):
+        resumed = train(from_dict(config, name="tiny"), resume=first.run_dir)
+    assert resumed.step == 12 and (latest.parent / "step-0000010.pt.broken").is_file()
+    assert [r["step"] for r in read_metrics(resumed.run_dir) if r["kind"] == "train"] == list(range(1, 13))
+    assert load_checkpoint(latest)["step"] == 10  # saved afresh on the way
+
+    for _, path in list_checkpoints(first.run_dir):
+        path.write_bytes(b"not a checkpoint")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(dump_config(from_dict(config)))
+    assert main(["train", str(path), "--resume", str(first.run_dir)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("faceinpaint: ") for line in err)  # two warnings, one error
+    assert "step-0000012.pt: cannot read it" in err[0] and "none of its checkpoints can be read" in err[2]

@@ -3,11 +3,12 @@
 import json
 import platform
 import re
+import warnings
 from pathlib import Path
 
 import torch
 
-from faceinpaint.atomic import atomic_write
+from faceinpaint.atomic import TEMPORARY_SUFFIX, atomic_write
 from faceinpaint.config import dump_config, from_dict
 from faceinpaint.errors import InpaintError
 from faceinpaint.inpainter import Inpainter
@@ -68,6 +69,39 @@ def load_checkpoint(path: str | Path) -> dict:
         raise InpaintError(f"checkpoint {path}: cannot read it ({type(error).__name__}); is it complete?") from None
 
 
+def load_resumable(run_dir_or_file: str | Path) -> tuple[Path, dict]:
+    """The checkpoint to resume from and its state: a file as given, or the newest one of a run dir that loads.
+
+    A run dir's unreadable checkpoints (cut short by a full disk, or written before writes were synced) are
+    renamed to `*.pt.broken`, out of the way of listing and pruning, with a one-line warning each.
+    """
+    path = Path(run_dir_or_file)
+    if not path.is_dir():
+        checkpoint = find_checkpoint(path)
+        return checkpoint, load_checkpoint(checkpoint)
+    find_checkpoint(path)  # a clear error for a run dir without checkpoints
+    for _, checkpoint in reversed(list_checkpoints(path)):
+        try:
+            return checkpoint, load_checkpoint(checkpoint)
+        except InpaintError as error:
+            broken = checkpoint.with_name(checkpoint.name + ".broken")
+            try:
+                checkpoint.replace(broken)
+            except OSError:  # another rank of the same run moved it first
+                pass
+            warnings.warn(f"{error} Moved it to {broken.name}; resuming from an earlier checkpoint", stacklevel=2)
+    raise InpaintError(f"run dir {path}: none of its checkpoints can be read; start a new run")
+
+
+def remove_stale_temporaries(run_dir: Path) -> int:
+    """Delete the temporary files that writers killed mid-write left in a run dir; returns how many there were."""
+    stale = [p for folder in (run_dir, run_dir / "checkpoints", run_dir / "samples")
+             for p in folder.glob(f".*{TEMPORARY_SUFFIX}")]  # fmt: skip
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def generator_weights(source: str | Path) -> dict[str, torch.Tensor]:
     """The generator of a model dir or installed model (its weights), or of a checkpoint / run dir (its EMA)."""
     path = Path(source)
@@ -114,11 +148,39 @@ def in_run_dir(checkpoint: Path) -> bool:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """Every record of a run's metrics.jsonl (training logs and validations), in order."""
+    """Every record of a run's metrics.jsonl (training logs and validations), in order.
+
+    A last line without its newline (the process was killed while appending it) is left out if it does not parse.
+    """
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    lines = text.splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines) or text.endswith("\n"):
+                raise InpaintError(f"{path}: line {number} is not JSON; was the file edited?") from None
+    return records
+
+
+def truncate_metrics(run_dir: Path, step: int) -> int:
+    """Drop the records of steps after `step` (a resume redoes them) and a torn last line from metrics.jsonl.
+
+    Returns how many records were dropped.
+    """
+    path = run_dir / "metrics.jsonl"
+    records, text = read_metrics(run_dir), path.read_text() if path.is_file() else ""
+    kept = [record for record in records if record.get("step", 0) <= step]
+    if len(kept) < len(records) or (text and not text.endswith("\n")):
+        with atomic_write(path) as stream:
+            stream.write("".join(json.dumps(record) + "\n" for record in kept).encode())
+    return len(records) - len(kept)
 
 
 def _spread(records: list[dict], count: int) -> list[dict]:
@@ -148,7 +210,8 @@ OPTIONAL_COLUMNS = {
 def _card(name: str, state: dict, run_dir: Path) -> str:
     """A model card filled from the run: data, recipe, steps, hardware, speed and validation metrics."""
     config = from_dict(state["config"])
-    records = read_metrics(run_dir)
+    # One record per kind and step, the last one written: runs resumed before truncate_metrics logged repeats.
+    records = list({(r.get("kind"), r.get("step")): r for r in read_metrics(run_dir)}.values())
     train_logs = [r for r in records if r.get("kind") == "train"]
     validations = [r for r in records if r.get("kind") == "val"]
     # The median of the logged intervals: the last one is often cut short by a stop (SIGTERM, --max-minutes).

@@ -19,9 +19,18 @@ def _biharmonic(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
     return np.clip(np.round(result * 255.0), 0, 255).astype(np.uint8)
 
 
+def _reference_paste(image: np.ndarray, hole: np.ndarray, reference: np.ndarray | None, landmarks: int) -> np.ndarray:
+    from faceinpaint.reference_paste import reference_paste
+
+    return reference_paste(image, hole, reference, landmarks)
+
+
 # name -> function(image uint8 (H, W, 3) RGB, hole bool (H, W)) -> uint8 (H, W, 3); they run at full resolution.
+# Those in REFERENCE_METHODS also take the reference photo (uint8 RGB or None) and the landmark model (68 or 5).
 CLASSICAL_METHODS = {
     "telea": _opencv(cv2.INPAINT_TELEA),  # Telea 2004, fast marching; radius 5
     "navier-stokes": _opencv(cv2.INPAINT_NS),  # Bertalmio et al. 2001; radius 5
     "biharmonic": _biharmonic,  # scikit-image: smooth biharmonic continuation of the boundary
+    "reference-paste": _reference_paste,  # reference_paste.py: the same person's photo, warped and Poisson-blended
 }
+REFERENCE_METHODS = frozenset({"reference-paste"})

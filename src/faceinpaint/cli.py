@@ -11,6 +11,23 @@ from faceinpaint.errors import InpaintError
 from faceinpaint.images import DEFAULT_MAX_PIXELS
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (a limit of 0 or less would refuse everything)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_max_pixels(parser: argparse.ArgumentParser, default: int) -> None:
+    parser.add_argument(
+        "--max-pixels", type=_positive_int, default=default, help=f"refuse larger inputs (default {default})"
+    )
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights", help="model name (see `faceinpaint models`) or model dir; default: the best installed"
@@ -167,7 +184,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from faceinpaint.inpainter import Inpainter
-    from faceinpaint.server import Limits, serve
+    from faceinpaint.server import LOOPBACK_HOSTS, Limits, serve
     from faceinpaint.weights import best_model
 
     inpainters = {}
@@ -177,10 +194,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     aliases = dict(item.split("=", 1) for item in args.alias if "=" in item)
     if len(aliases) != len(args.alias):
         raise InpaintError(f"--alias takes NAME=MODEL, got {args.alias}")
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        warnings.warn(f"serving on {args.host}: anyone who can reach this machine can use the server", stacklevel=1)
+    if args.host not in LOOPBACK_HOSTS:
+        names = ", ".join([args.host, "localhost", *args.allowed_hosts])
+        warnings.warn(
+            f"serving on {args.host}: anyone who can reach this machine can use the server (requests must name "
+            f"{names} in their Host header; add names with --allowed-hosts)",
+            stacklevel=1,
+        )
     limits = Limits(args.max_upload_mb * 2**20, args.max_pixels, args.max_batch, args.workers, args.queue)
-    serve(inpainters, args.host, args.port, limits, aliases=aliases)
+    serve(
+        inpainters,
+        args.host,
+        args.port,
+        limits,
+        aliases=aliases,
+        allowed_hosts=args.allowed_hosts,
+        cors_origins=args.cors_origin,
+    )
     return 0
 
 
@@ -210,12 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     inpaint.add_argument("--mask", type=Path, required=True, help="mask file or folder (same size as the image)")
     inpaint.add_argument("--reference", type=Path, help="reference photo(s) of the same person (reference models)")
     inpaint.add_argument("--out", type=Path, required=True, help="output file, or folder in folder mode")
-    inpaint.add_argument(
-        "--max-pixels",
-        type=int,
-        default=DEFAULT_MAX_PIXELS,
-        help=f"refuse larger inputs (default {DEFAULT_MAX_PIXELS})",
-    )
+    _add_max_pixels(inpaint, DEFAULT_MAX_PIXELS)
     inpaint.add_argument(
         "--align",
         choices=("auto", "always", "never"),
@@ -262,12 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("--dilate", type=int, default=0, metavar="PX", help="grow the mask by PX pixels (default 0)")
     mask.add_argument("--detector", choices=("hog", "yunet"), default="hog", help="face detector (default: hog)")
     mask.add_argument("--out", type=Path, required=True, help="the mask file to write (.png)")
-    mask.add_argument(
-        "--max-pixels",
-        type=int,
-        default=DEFAULT_MAX_PIXELS,
-        help=f"refuse larger inputs (default {DEFAULT_MAX_PIXELS})",
-    )
+    _add_max_pixels(mask, DEFAULT_MAX_PIXELS)
     mask.set_defaults(func=cmd_mask)
 
     train = commands.add_parser(
@@ -411,11 +431,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=("torch", "onnx"), default="torch", help="run networks with (default torch)"
     )
     serve.add_argument("--alias", action="append", default=[], metavar="NAME=MODEL", help="another name for a model")
-    serve.add_argument("--workers", type=int, default=1, help="inference threads (default 1)")
+    serve.add_argument(
+        "--allowed-hosts",
+        nargs="+",
+        default=[],
+        metavar="HOST",
+        help="names the Host header may give besides --host and localhost, e.g. the machine's name or address "
+        "when serving on 0.0.0.0; * allows any (requests naming another host are refused: DNS rebinding)",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let web pages of this origin (e.g. https://app.example.com) call the API; by default POSTs from "
+        "any page but the server's own are refused",
+    )
+    serve.add_argument("--workers", type=_positive_int, default=1, help="inference threads (default 1)")
     serve.add_argument("--queue", type=int, default=16, help="requests that may wait; more get 503 (default 16)")
-    serve.add_argument("--max-upload-mb", type=int, default=20, help="largest request body in MiB (default 20)")
-    serve.add_argument("--max-pixels", type=int, default=16_000_000, help="largest image (default 16000000)")
-    serve.add_argument("--max-batch", type=int, default=8, help="largest TF-Serving batch (default 8)")
+    serve.add_argument(
+        "--max-upload-mb", type=_positive_int, default=20, help="largest request body in MiB (default 20)"
+    )
+    _add_max_pixels(serve, 16_000_000)
+    serve.add_argument("--max-batch", type=_positive_int, default=8, help="largest TF-Serving batch (default 8)")
     serve.set_defaults(func=cmd_serve)
 
     add_data_commands(commands, formatter)
@@ -439,6 +477,10 @@ def main(argv: list[str] | None = None) -> int:
         print("faceinpaint: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # a bug, not bad input: still one line unless asked for the traceback
+        if isinstance(error, OSError) and error.filename is not None:
+            # The system refused a path the user gave (no permission, a full disk, ...): bad input, not a bug.
+            print(f"faceinpaint: error: {error.filename}: {error.strerror or error}", file=sys.stderr)
+            return 1
         if os.environ.get("FACEINPAINT_DEBUG"):
             raise
         print(

@@ -259,8 +259,10 @@ def evaluate(
     for weight in weights:
         inpainter = Inpainter.from_pretrained(weight, device=device)
         guided = reference_paths is not None and inpainter.uses_reference
+        if inpainter.needs_reference and not guided:
+            raise InpaintError(f"{inpainter.name} needs reference photos: give --same-person POOL or --references DIR")
         variants = [(inpainter.name, guided)]
-        if guided and reference_ablation:
+        if guided and reference_ablation and not inpainter.needs_reference:
             variants.append((inpainter.name + NO_REFERENCE, False))
         for name, use_reference in variants:
             values = {column: np.full(len(keys), np.nan) for column in columns if column not in SET_LEVEL}

@@ -8,7 +8,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from faceinpaint.errors import InpaintError
-from faceinpaint.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, read_image, read_mask, write_image
+from faceinpaint.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, path_exists, read_image, read_mask, write_image
 from faceinpaint.inpainter import Inpainter
 
 
@@ -37,16 +37,15 @@ def _by_stem(source: Path | None, folder_mode: bool) -> dict[str, Path] | Path |
 
 def plan_jobs(image: Path, mask: Path, reference: Path | None, out: Path) -> list[Job]:
     """Pair every image with its mask / reference (same stem in a folder, or one file for all) and its output."""
-    if not image.exists():
-        raise InpaintError(f"image {image}: no such file or folder")
-    if not mask.exists():
-        raise InpaintError(f"mask {mask}: no such file or folder")
-    if reference is not None and not reference.exists():
-        raise InpaintError(f"reference {reference}: no such file or folder")
+    for path, what in ((image, "image"), (mask, "mask"), (reference, "reference")):
+        if path is not None and not path_exists(path, what):
+            raise InpaintError(f"{what} {path}: no such file or folder")
+    out_exists = path_exists(out, "--out")
+    out_is_folder = out_exists and out.is_dir()
     folder_mode = image.is_dir()
     masks, references = _by_stem(mask, folder_mode), _by_stem(reference, folder_mode)
     if folder_mode:
-        if out.exists() and not out.is_dir():
+        if out_exists and not out_is_folder:
             raise InpaintError(f"--out {out}: --image is a folder, so --out must be a folder too")
         if out.resolve() == image.resolve():
             raise InpaintError(f"--out {out} is the input folder; choose another one (inputs are never overwritten)")
@@ -55,7 +54,7 @@ def plan_jobs(image: Path, mask: Path, reference: Path | None, out: Path) -> lis
             raise InpaintError(f"image folder {image} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
         targets = [out / p.name for p in images]
     else:
-        images, targets = [image], [out / image.name if out.is_dir() else out]
+        images, targets = [image], [out / image.name if out_is_folder else out]
 
     jobs = []
     for source, target in zip(images, targets, strict=True):

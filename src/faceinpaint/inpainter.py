@@ -12,6 +12,7 @@ weights) and `README.md` (the model card). `from_pretrained` is its only reader;
 """
 
 import json
+import math
 import shutil
 import tempfile
 import warnings
@@ -26,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from faceinpaint import __version__
-from faceinpaint.classical import CLASSICAL_METHODS
+from faceinpaint.classical import CLASSICAL_METHODS, REFERENCE_METHODS
 from faceinpaint.errors import InpaintError
 from faceinpaint.images import mask_to_bool, restore_mode, tensor_to_uint8, uint8_to_tensor
 from faceinpaint.models import ARCHITECTURES
@@ -76,7 +77,7 @@ def _mask_tensor(mask, size: tuple[int, int], batch: int) -> torch.Tensor:
 def _image_tensor(image) -> torch.Tensor:
     """Any accepted image form -> float (B, 3, H, W) in [-1, 1] on the CPU."""
     if isinstance(image, Image.Image):
-        return uint8_to_tensor(np.asarray(image.convert("RGB"))[None])
+        return uint8_to_tensor(np.asarray(image if image.mode == "RGB" else image.convert("RGB"))[None])
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.shape[-1] != 3 or image.ndim not in (3, 4):
             raise InpaintError(
@@ -93,13 +94,52 @@ def _image_tensor(image) -> torch.Tensor:
     raise InpaintError(f"image: expected a PIL image, numpy array or tensor, got {type(image).__name__}")
 
 
+# How much of a photo the network sees at once: a square window, resized to the model's resolution (see
+# `_window_side`). Windows at most WINDOW_SIDES resolutions wide may extend past a photo's short side (padded), so a
+# photo up to that size goes in whole, padded to a square, and memory never grows with the square of the long side.
+WINDOW_SIDES = 4
+
+
+def _window_side(height: int, width: int, resolution: int) -> int:
+    """The network's window side for an image: the image's long side if the image is square or that side is at
+    most WINDOW_SIDES resolutions (the whole image, padded to a square), else its short side or that many
+    resolutions, whichever is longer (windows are then tiled along the long side where the hole needs it)."""
+    return min(max(height, width), max(min(height, width), WINDOW_SIDES * resolution))
+
+
+def _window_offsets(length: int, side: int, start: int, stop: int) -> list[int]:
+    """Where windows of `side` pixels start along an axis of `length` so that they cover the hole's [start, stop).
+
+    One window if the axis fits in one (at 0; the image is padded past its end) or the hole does (centred on the
+    hole, inside the image); else windows spaced evenly over the hole and a quarter side of context either side,
+    each overlapping the next by at least half a side.
+    """
+    if length <= side:
+        return [0]
+    if stop - start <= side:
+        return [min(max((start + stop - side) // 2, 0), length - side)]
+    first, last = max(start - side // 4, 0), min(stop + side // 4, length) - side
+    count = math.ceil((last - first) / (side // 2)) + 1
+    return [first + round(i * (last - first) / (count - 1)) for i in range(count)]
+
+
+def _uint8_by_rows(images: torch.Tensor, pixels_per_part: int = 2**22) -> np.ndarray:
+    """tensor_to_uint8 a band of rows at a time, so that its float temporaries stay small for large photos."""
+    batch, _, height, width = images.shape
+    result = np.empty((batch, height, width, 3), np.uint8)
+    rows = max(1, pixels_per_part // (batch * width))
+    for top in range(0, height, rows):
+        result[:, top : top + rows] = tensor_to_uint8(images[:, :, top : top + rows])
+    return result
+
+
 class Inpainter:
     """Completes the holes of face images with a trained model or a classical method.
 
     Build it with `Inpainter.from_pretrained(name_or_dir)`; call it with images and masks in any of the forms
-    below. Networks run at their training resolution (the image is padded to a square and resized); the result
-    is resized back and composited at full resolution, so pixels outside the mask are returned unchanged, byte
-    for byte for uint8 / PIL input.
+    below. Networks run at their training resolution (the image, or windows of a long thin one, padded to a
+    square and resized); the result is resized back and composited at full resolution, so pixels outside the
+    mask are returned unchanged, byte for byte for uint8 / PIL input.
     """
 
     def __init__(
@@ -112,6 +152,8 @@ class Inpainter:
         self.model = model.to(self.device).eval() if model is not None else None
         self.resolution = config.get("resolution")
         self.uses_reference = bool(config.get("reference", False))
+        # A classical reference method (reference-paste) has nothing to fall back on without a reference.
+        self.needs_reference = self.uses_reference and model is None
         self.batch_size = 8
         # backend "onnx": the network runs as the exported uint8 graph in onnxruntime (export.py), same results
         # within 2/255; it is exported in memory when the Inpainter is built.
@@ -130,7 +172,8 @@ class Inpainter:
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str | Path, device: str = "auto", backend: str = "torch") -> "Inpainter":
-        """Load a model dir, an installed model by name, or a classical method (telea, navier-stokes, biharmonic).
+        """Load a model dir, an installed model by name, or a classical method (telea, navier-stokes, biharmonic,
+        reference-paste).
 
         Args:
             name_or_dir: a name listed by `faceinpaint models`, or the path of a model dir.
@@ -142,7 +185,8 @@ class Inpainter:
         """
         found = resolve(name_or_dir)
         if isinstance(found, str):
-            return cls(found, {"arch": "classical", "method": found}, None, device, backend)
+            config = {"arch": "classical", "method": found, "reference": found in REFERENCE_METHODS}
+            return cls(found, config, None, device, backend)
         try:
             config = json.loads((found / "config.json").read_text())
             architecture = ARCHITECTURES[config["arch"]]
@@ -250,7 +294,8 @@ class Inpainter:
         if isinstance(image, torch.Tensor):
             result = torch.where(hole, completed, pixels).to(image.dtype)
             return result if image.ndim == 4 else result[0]
-        completed = tensor_to_uint8(completed)
+        del pixels  # uint8 / PIL results take their known pixels from `image`: free the float copy first
+        completed = _uint8_by_rows(completed)
         if isinstance(image, Image.Image):
             return restore_mode(completed[0], image, hole[0, 0].numpy())
         original = image if image.ndim == 4 else image[None]
@@ -258,35 +303,76 @@ class Inpainter:
         return result if image.ndim == 4 else result[0]
 
     def complete(self, image: torch.Tensor, hole: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
-        """The method's output for the whole image (B, 3, H, W) in [-1, 1], before compositing; hole is bool."""
+        """The method's output (B, 3, H, W) in [-1, 1] before compositing: a network's covers the windows it saw
+        (the whole image unless it is long and thin, see `_window_side`), the input elsewhere; hole is bool."""
         if self.model is None:
             method = CLASSICAL_METHODS[self.config["method"]]
             images, holes = tensor_to_uint8(image), hole[:, 0].numpy()
-            return uint8_to_tensor(np.stack([method(one, h) for one, h in zip(images, holes, strict=True)]))
-        return torch.cat(
-            [
-                self._run_network(
-                    image[i : i + self.batch_size],
-                    hole[i : i + self.batch_size],
-                    None if reference is None else reference[i : i + self.batch_size],
-                )
-                for i in range(0, image.shape[0], self.batch_size)
-            ]
-        )
+            if not self.uses_reference:
+                return uint8_to_tensor(np.stack([method(one, h) for one, h in zip(images, holes, strict=True)]))
+            references = [None] * len(images) if reference is None else list(tensor_to_uint8(reference))
+            references = references * len(images) if len(references) == 1 else references
+            outputs = [method(*args, self.landmarks) for args in zip(images, holes, references, strict=True)]
+            return uint8_to_tensor(np.stack(outputs))
+        parts = [
+            self._run_network(
+                image[i : i + self.batch_size],
+                hole[i : i + self.batch_size],
+                None if reference is None else reference[i : i + self.batch_size],
+            )
+            for i in range(0, image.shape[0], self.batch_size)
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)  # one part: no copy of a large photo
 
     def _run_network(self, image: torch.Tensor, hole: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
-        """Pad to a square, resize to the network's resolution, run, and resize the output back."""
+        """Fill the batch's holes from square windows of the image; see `_window_side` for their size.
+
+        Returns the image with each window's output pasted over it, crossfaded where windows overlap.
+        """
+        size = (self.resolution, self.resolution)
         height, width = image.shape[-2:]
-        side, size = max(height, width), (self.resolution, self.resolution)
-        x = F.pad(image.to(self.device), (0, side - width, 0, side - height), mode="replicate")
-        m = F.pad(hole.to(self.device).float(), (0, side - width, 0, side - height))
+        side = _window_side(height, width, self.resolution)
+        if reference is not None:
+            reference = F.interpolate(reference.to(self.device), size=size, mode="bilinear", antialias=True)
+        covered = hole.any(dim=0)[0]  # (H, W): a hole in any image of the batch
+        if not covered.any():
+            return image.clone()
+        rows, columns = covered.any(dim=1).nonzero()[:, 0], covered.any(dim=0).nonzero()[:, 0]
+        tops = _window_offsets(height, side, int(rows[0]), int(rows[-1]) + 1)
+        lefts = _window_offsets(width, side, int(columns[0]), int(columns[-1]) + 1)
+        if len(tops) == len(lefts) == 1 and side >= max(height, width):  # one window: the whole image
+            return self._run_window(image, hole, reference, side)
+        # More than one window only ever along the long side: the short one fits in a window.
+        axis, offsets, across, cross = (2, tops, 3, lefts[0]) if len(tops) > 1 else (3, lefts, 2, tops[0])
+        result = image.clone()
+        band = result.narrow(across, cross, min(side, image.shape[across]))  # what the windows cover
+        end = 0  # where the previous window ends along the axis
+        for offset in offsets:
+            top, left = (offset, cross) if axis == 2 else (cross, offset)
+            window = (..., slice(top, top + side), slice(left, left + side))
+            out = self._run_window(image[window], hole[window], reference, side)
+            length, overlap = out.shape[axis], max(end - offset, 0)
+            if overlap:  # fade from the previous window's output to this one's across their overlap
+                ramp = torch.linspace(0.0, 1.0, overlap + 2)[1:-1].view([-1, 1] if axis == 2 else [-1])
+                band.narrow(axis, offset, overlap).lerp_(out.narrow(axis, 0, overlap), ramp)
+            band.narrow(axis, offset + overlap, length - overlap).copy_(out.narrow(axis, overlap, length - overlap))
+            end = offset + length
+        return result
+
+    def _run_window(
+        self, image: torch.Tensor, hole: torch.Tensor, reference: torch.Tensor | None, side: int
+    ) -> torch.Tensor:
+        """Pad a window (B, 3, h, w) to side x side, resize to the network's resolution, run, resize back."""
+        height, width = image.shape[-2:]
+        size, padding = (self.resolution, self.resolution), (0, side - width, 0, side - height)
+        x, m = image.to(self.device), hole.to(self.device).float()
+        if side > min(height, width):  # past the image's edge: replicate its border pixels
+            x, m = F.pad(x, padding, mode="replicate"), F.pad(m, padding)
         if side != self.resolution:
             x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
             m = (F.interpolate(m, size=size, mode="area") > 0).float()  # any covered pixel stays a hole
-        inputs = [x * (1.0 - m), m]
-        if reference is not None:
-            inputs.append(F.interpolate(reference.to(self.device), size=size, mode="bilinear", antialias=True))
+        inputs = [x * (1.0 - m), m] + ([] if reference is None else [reference])
         out = (self._onnx or self.model)(*inputs)[-1].float()
         if side != self.resolution:
-            out = F.interpolate(out, size=(side, side), mode="bicubic", align_corners=False).clamp(-1.0, 1.0)
+            out = F.interpolate(out, size=(side, side), mode="bicubic", align_corners=False).clamp_(-1.0, 1.0)
         return out[:, :, :height, :width].cpu()

@@ -7,7 +7,9 @@ Endpoints (OpenAPI docs at /docs):
     GET  /v1/models                  the served models; GET /healthz: liveness and queue
     POST /v1/models/{name}:predict   TF-Serving's REST body (see tfserving.py); GET /v1/models/{name}: its status
 Every error is a JSON `{"error": "<one line>"}` with a 4xx status (503 when the worker queue is full), never a
-traceback. Inference runs in a bounded thread pool, so a slow model cannot pile up unbounded work.
+traceback. Uploads are decoded by `images.py` (the CLI's decoder) in a bounded thread pool, after the request has
+been admitted to its queue; work queued for a client that has gone is dropped. Requests must name this server in
+their `Host` header, and browsers' POSTs from pages of other origins are refused unless allowed (CORS).
 """
 
 import asyncio
@@ -15,24 +17,29 @@ import base64
 import binascii
 import io
 import json
+import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from faceinpaint import __version__, tfserving
-from faceinpaint.errors import InpaintError
-from faceinpaint.images import mask_to_bool
+from faceinpaint.errors import InpaintError, NotAnImageError, OverLimitError
+from faceinpaint.images import decode_image, decode_mask
 
 WEB_DIR = Path(__file__).parent / "web"
 SEED_MODEL_NAME = "two_face_model"  # the name seed 001's clients ask TF Serving for
 PRESET_PARTS = ("eyes", "mouth")
 MAX_FACES = 5
 FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg")}
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,13 @@ class Limits:
     workers: int = 1  # inference threads (each uses torch's intra-op threads)
     queue: int = 16  # requests allowed to wait for a worker; more get a 503
 
+    def __post_init__(self):
+        for name in ("max_upload_bytes", "max_pixels", "max_batch", "workers"):
+            if getattr(self, name) < 1:
+                raise InpaintError(f"server limit {name} must be at least 1, got {getattr(self, name)}")
+        if self.queue < 0:
+            raise InpaintError(f"server limit queue must be 0 or more, got {self.queue}")
+
 
 class HTTPError(Exception):
     """An error answered as `{"error": message}` with this status."""
@@ -54,22 +68,66 @@ class HTTPError(Exception):
         self.status = status
 
 
+def status_of(error: InpaintError) -> int:
+    """The HTTP status of a bad input: 413 over a limit, 415 not an image, else 400."""
+    return 413 if isinstance(error, OverLimitError) else 415 if isinstance(error, NotAnImageError) else 400
+
+
+def error_response(status: int, message: str, headers: dict | None = None):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": " ".join(str(message).split())}, status, headers=headers)
+
+
+async def _client_gone(receive) -> None:
+    """Return once the client has closed its connection; only call it after the request body has been read."""
+    while (await receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.1)  # no ASGI server should send more after the body, but never spin
+
+
 class WorkerPool:
-    """A thread pool that refuses work (503) instead of queueing without bound."""
+    """A thread pool that refuses work (503) instead of queueing without bound, and drops the work of clients that
+    have gone while it waited."""
 
     def __init__(self, workers: int, queue: int):
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="faceinpaint")
         self.capacity = workers + queue
-        self.pending = 0  # running + waiting; only touched on the event loop's thread
+        self.pending = 0  # admitted and not finished (running or waiting); only changed on the event loop's thread
 
-    async def run(self, function, *args):
+    def _finished(self) -> None:
+        self.pending -= 1
+
+    async def run(self, function, *args, receive=None):
+        """`function(*args)` in a worker thread, or a 503 when the pool is full.
+
+        With `receive` (the request's ASGI receive), a client that closes its connection while the job waits takes
+        it out of the queue: it never starts. A job already running finishes (PyTorch cannot be interrupted).
+        """
         if self.pending >= self.capacity:
             raise HTTPError(503, f"the server is busy ({self.pending} requests in progress); retry shortly")
+        loop = asyncio.get_running_loop()
+
+        def finished(_) -> None:  # in the worker's thread, or at once on this one when a waiting job is cancelled
+            try:
+                loop.call_soon_threadsafe(self._finished)
+            except RuntimeError:  # the event loop has closed: the server is gone, and the count with it
+                pass
+
         self.pending += 1
+        job = self.executor.submit(function, *args)
+        job.add_done_callback(finished)
+        result = asyncio.wrap_future(job)
+        if receive is None:
+            return await result
+        gone = asyncio.ensure_future(_client_gone(receive))
         try:
-            return await asyncio.wrap_future(self.executor.submit(function, *args))
+            await asyncio.wait((result, gone), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self.pending -= 1
+            gone.cancel()
+        if not result.done():
+            result.cancel()  # cancels the job too, unless a worker has started it
+            raise HTTPError(499, "the client closed the connection")
+        return result.result()
 
 
 class _BodyLimit:
@@ -81,12 +139,10 @@ class _BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        from fastapi.responses import JSONResponse
-
         length = dict(scope["headers"]).get(b"content-length", b"0")
         message = f"the request body is over the limit of {self.limit} bytes"
         if not length.isdigit() or int(length) > self.limit:
-            return await JSONResponse({"error": message}, 413)(scope, receive, send)
+            return await error_response(413, message)(scope, receive, send)
         received = 0
 
         async def limited_receive():
@@ -100,20 +156,105 @@ class _BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
-def decode_image(data: bytes, what: str, max_pixels: int) -> Image.Image:
-    """Uploaded bytes -> PIL image (RGB, RGBA, L or LA), the size checked before the pixels are decoded."""
+def _host_name(host: str) -> str:
+    """The name in a Host header, lowercase and without the port: "[::1]:8000" -> "::1", "Box:80" -> "box"."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    name, colon, port = host.rpartition(":")
+    return name if colon and port.isdigit() and ":" not in name else host
+
+
+def _same_origin(origin: str, host: str) -> bool:
+    """Whether a browser's Origin header names the server the request was sent to (its Host header)."""
+    page, server = urlsplit(origin), urlsplit(f"//{host}")
+    if page.scheme not in ("http", "https") or not page.hostname:
+        return False
+    default = 443 if page.scheme == "https" else 80
     try:
-        with Image.open(io.BytesIO(data)) as opened:
-            width, height = opened.size
-            if width * height > max_pixels:
-                raise HTTPError(413, f"{what}: {width}x{height} is over the limit of {max_pixels} pixels")
-            opened.load()
-            image = opened.copy()
-    except UnidentifiedImageError:
-        raise HTTPError(415, f"{what}: not an image (send PNG, JPEG or WebP)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise HTTPError(400, f"{what}: cannot decode it ({error})") from None
-    return image if image.mode in ("RGB", "RGBA", "L", "LA") else image.convert("RGB")
+        return page.hostname == server.hostname and (page.port or default) == (server.port or default)
+    except ValueError:  # a port that is not a number
+        return False
+
+
+def check_origin_option(origin: str) -> str:
+    """A --cors-origin value: scheme://host[:port] (what browsers send as Origin), or * for any."""
+    parts = urlsplit(origin)
+    if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query):
+        raise InpaintError(f"CORS origin {origin!r}: expected scheme://host[:port], e.g. https://app.example.com")
+    return origin
+
+
+class _HostAndOrigin:
+    """ASGI middleware against DNS rebinding and cross-site use.
+
+    A request whose Host header names no allowed host is a 400 (a page of another site that resolved its own name
+    to this machine); a POST (any method but GET / HEAD) whose Origin is not the server's own nor an allowed one
+    is a 403 (a page of another site using the user's browser). Clients that send no Origin (curl, Python) pass.
+    """
+
+    def __init__(self, app, allowed_hosts, cors_origins):
+        self.app = app
+        self.hosts = {_host_name(host) for host in allowed_hosts}
+        self.origins = set(cors_origins)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        host = headers.get(b"host", b"").decode("latin-1")
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        if "*" not in self.hosts and _host_name(host) not in self.hosts:
+            allowed = ", ".join(sorted(self.hosts))
+            message = f"the Host header {host!r} does not name this server ({allowed}; more with --allowed-hosts)"
+            return await error_response(400, message)(scope, receive, send)
+        if origin and scope["method"] not in ("GET", "HEAD"):
+            if "*" not in self.origins and origin not in self.origins and not _same_origin(origin, host):
+                message = f"requests from web pages of origin {origin!r} are refused (allow it with --cors-origin)"
+                return await error_response(403, message)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+class _CatchAll:
+    """ASGI middleware: an exception that no handler answered (a bug) becomes a logged 500 JSON answer.
+
+    Starlette's own last handler answers and then re-raises, and uvicorn closes the connection on that, so a
+    keep-alive client's next, valid request would fail too.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as exc:
+            if started:
+                raise
+            log.exception("internal error answering %s %s", scope["method"], scope["path"])
+            message = f"internal error ({type(exc).__name__}); see the server log"
+            await error_response(500, message)(scope, receive, send)
+
+
+def parse_json(raw: bytes):
+    """A request body -> its JSON value; whatever Python's parser refuses is a 400."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise HTTPError(400, f"malformed JSON: {error}") from None
+    except RecursionError:
+        raise HTTPError(400, "malformed JSON: nested too deeply") from None
+    except ValueError as error:  # not UTF-8, or an integer of over 4300 digits
+        raise HTTPError(400, f"malformed JSON: {str(error).partition(';')[0]}") from None
 
 
 def decode_base64(text: str, what: str) -> bytes:
@@ -173,7 +314,13 @@ def find_faces(image: np.ndarray) -> dict:
     return {"available": True, "faces": faces}
 
 
-def create_app(inpainters: dict, limits: Limits | None = None, aliases: dict[str, str] | None = None):
+def create_app(
+    inpainters: dict,
+    limits: Limits | None = None,
+    aliases: dict[str, str] | None = None,
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
+    cors_origins: Sequence[str] = (),
+):
     """Build the FastAPI app that serves these models.
 
     Args:
@@ -181,11 +328,16 @@ def create_app(inpainters: dict, limits: Limits | None = None, aliases: dict[str
         limits: request limits and the worker pool's size; Limits() by default.
         aliases: extra names for served models, e.g. {"two_face_model": "deepfillv2-face-256"}. By default
             seed 001's `two_face_model` names the first reference-guided model, else the default model.
+        allowed_hosts: the names a request's Host header may give (any port); "*" allows any. By default
+            localhost only; `serve` adds the address it listens on.
+        cors_origins: origins (`https://app.example.com`, or "*") whose web pages may call the API besides the
+            server's own; they get CORS headers, other origins' POSTs a 403.
     Returns:
         A FastAPI app; run it with uvicorn (see `serve`).
     """
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
+    from fastapi.middleware.cors import CORSMiddleware
     from fastapi.responses import JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
     from pydantic import BaseModel, Field, ValidationError
@@ -196,6 +348,7 @@ def create_app(inpainters: dict, limits: Limits | None = None, aliases: dict[str
     if not inpainters:
         raise InpaintError("the server needs at least one model")
     limits = limits or Limits()
+    cors_origins = [check_origin_option(origin) for origin in cors_origins]
     default = next(iter(inpainters))
     guided = [name for name, inpainter in inpainters.items() if inpainter.uses_reference]
     aliases = {SEED_MODEL_NAME: (guided or [default])[0], **(aliases or {})}
@@ -218,35 +371,45 @@ def create_app(inpainters: dict, limits: Limits | None = None, aliases: dict[str
         mask: str = Field(description="same size as the image; alpha (RGBA) or grey above 127 = hole")
         reference: str | None = Field(None, description="a photo of the same person, for reference-guided models")
 
+    class FacesJSON(BaseModel):
+        """POST /v1/faces as JSON."""
+
+        image: str = Field(description="the photo (PNG / JPEG / WebP), base64 or a data URL")
+
     app = FastAPI(
         title="faceinpaint",
         version=__version__,
         description='Complete masked face photos. The web app is at `/`; errors are `{"error": message}`.',
     )
+    # Added innermost first: _CatchAll wraps everything, then Host / Origin, CORS headers, the body limit.
     app.add_middleware(_BodyLimit, limit=limits.max_upload_bytes)
-
-    def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-        return JSONResponse({"error": " ".join(str(message).split())}, status, headers=headers)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type"],
+            expose_headers=["X-Faceinpaint-Model", "X-Faceinpaint-Ms"],
+            max_age=600,
+        )
+    app.add_middleware(_HostAndOrigin, allowed_hosts=allowed_hosts, cors_origins=cors_origins)
+    app.add_middleware(_CatchAll)
 
     @app.exception_handler(HTTPError)
     async def _http_error(request, exc: HTTPError):
-        return error(exc.status, str(exc), {"Retry-After": "1"} if exc.status == 503 else None)
+        return error_response(exc.status, str(exc), {"Retry-After": "1"} if exc.status == 503 else None)
 
     @app.exception_handler(InpaintError)
     async def _inpaint_error(request, exc: InpaintError):
-        return error(400, str(exc))
+        return error_response(status_of(exc), str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _starlette_error(request, exc: StarletteHTTPException):
-        return error(exc.status_code, exc.detail)
+        return error_response(exc.status_code, exc.detail)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request, exc: RequestValidationError):
-        return error(422, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-
-    @app.exception_handler(Exception)
-    async def _internal_error(request, exc: Exception):
-        return error(500, f"internal error ({type(exc).__name__}); see the server log")
+        return error_response(422, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
 
     def pick(name: str | None):
         name = aliases.get(name, name) if name else default
@@ -254,92 +417,99 @@ def create_app(inpainters: dict, limits: Limits | None = None, aliases: dict[str
             raise HTTPError(404, f"unknown model {name!r}; served: {', '.join(inpainters)}")
         return name, inpainters[name]
 
-    async def read_fields(request: Request, files: tuple[str, ...]) -> dict:
-        """The request's fields, multipart or JSON; file fields as bytes, text fields as strings."""
+    async def read_upload(request: Request, files: tuple[str, ...]) -> dict | bytes:
+        """Multipart: the fields (file fields as bytes, text fields as strings). JSON: the raw body, for a worker."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind == "multipart/form-data":
-            form = await request.form(max_files=4, max_fields=16)
-            fields = {}
-            for key, value in form.multi_items():
-                if key in files and hasattr(value, "read"):
-                    fields[key] = await value.read()
-                elif key in files and value == "":
-                    continue  # an empty optional file field
-                elif key in files:
-                    raise HTTPError(400, f"{key}: expected a file upload, got a text field")
-                else:
-                    fields[key] = value
-            return fields
         if kind == "application/json":
-            try:
-                body = json.loads(await request.body())
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise HTTPError(400, f"malformed JSON: {exc}") from None
-            if not isinstance(body, dict):
-                raise HTTPError(400, "the JSON body must be an object")
-            return body
-        raise HTTPError(415, f"content type {kind or '(none)'!r}: send multipart/form-data or application/json")
+            return await request.body()
+        if kind != "multipart/form-data":
+            raise HTTPError(415, f"content type {kind or '(none)'!r}: send multipart/form-data or application/json")
+        form = await request.form(max_files=4, max_fields=16)
+        fields = {}
+        for key, value in form.multi_items():
+            if key in files and hasattr(value, "read"):
+                fields[key] = await value.read()
+            elif key in files and value == "":
+                continue  # an empty optional file field
+            elif key in files:
+                raise HTTPError(400, f"{key}: expected a file upload, got a text field")
+            else:
+                fields[key] = value
+        return fields
 
-    def options(fields: dict) -> Options:
+    def validated(model, values: dict):
         try:
-            return Options(**{key: fields[key] for key in Options.model_fields if key in fields})
+            return model.model_validate(values)
         except ValidationError as exc:
-            raise HTTPError(
-                422, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-            ) from None
+            messages = (f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+            raise HTTPError(422, "; ".join(messages)) from None
 
-    def image_field(fields: dict, key: str) -> Image.Image | None:
+    def parse_fields(upload: dict | bytes, json_model) -> tuple[dict, BaseModel]:
+        """In a worker: the fields of a `read_upload` result, checked (JSON against `json_model`), and options."""
+        if isinstance(upload, dict):
+            return upload, validated(Options, {key: upload[key] for key in Options.model_fields if key in upload})
+        body = parse_json(upload)
+        if not isinstance(body, dict):
+            raise HTTPError(400, "the JSON body must be an object")
+        checked = validated(json_model, body)
+        return checked.model_dump(), checked
+
+    def file_field(fields: dict, key: str) -> bytes | None:
         value = fields.get(key)
-        if value is None:
-            return None
-        data = value if isinstance(value, bytes) else decode_base64(value, key)
-        return decode_image(data, key, limits.max_pixels)
+        return value if value is None or isinstance(value, bytes) else decode_base64(value, key)
 
-    schema = {"type": "object", "properties": {k: {"type": "string", "format": "binary"} for k in ("image", "mask")}}
-    body_docs = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {"schema": schema},
-                "application/json": {"schema": InpaintJSON.model_json_schema()},
-            },
-        }
-    }
+    part = {"type": "string", "format": "binary"}
+    text_fields = {key: {"type": "string"} for key in Options.model_fields}
 
-    @app.post("/v1/inpaint", summary="Inpaint one image", openapi_extra=body_docs)
+    def body_docs(json_model, files: tuple[str, ...], texts: dict) -> dict:
+        multipart = {"type": "object", "properties": {**dict.fromkeys(files, part), **texts}, "required": ["image"]}
+        content = {"multipart/form-data": {"schema": multipart}, "application/json": {"schema": json_model}}
+        return {"requestBody": {"required": True, "content": content}}
+
+    inpaint_docs = body_docs(InpaintJSON.model_json_schema(), ("image", "mask", "reference"), text_fields)
+    inpaint_docs["requestBody"]["content"]["multipart/form-data"]["schema"]["required"] = ["image", "mask"]
+
+    @app.post("/v1/inpaint", summary="Inpaint one image", openapi_extra=inpaint_docs)
     async def inpaint(request: Request):
         """multipart -> the image itself (PNG or JPEG); JSON -> `{"image": data URL, "model", "width", ...}`."""
-        fields = await read_fields(request, ("image", "mask", "reference"))
-        chosen = options(fields)
-        name, inpainter = pick(chosen.model)
-        if not fields.get("image") or not fields.get("mask"):
-            raise HTTPError(422, "image and mask are both required")
-        image, mask = image_field(fields, "image"), image_field(fields, "mask")
-        reference = image_field(fields, "reference")
-        hole = mask_to_bool(mask)
-        if not hole.any():
-            raise HTTPError(400, "the mask is empty: paint the area to fill first")
+        upload = await read_upload(request, ("image", "mask", "reference"))
 
         def work():
+            fields, chosen = parse_fields(upload, InpaintJSON)
+            name, inpainter = pick(chosen.model)
+            if not fields.get("image") or not fields.get("mask"):
+                raise HTTPError(422, "image and mask are both required")
             start = time.perf_counter()
-            result = inpainter(image, hole, reference if inpainter.uses_reference else None, align=chosen.align)
-            return encode(result, chosen.format), 1000.0 * (time.perf_counter() - start)
+            image = decode_image(file_field(fields, "image"), "image", limits.max_pixels)
+            hole = decode_mask(file_field(fields, "mask"), "mask", limits.max_pixels)
+            if not hole.any():
+                raise HTTPError(400, "the mask is empty: paint the area to fill first")
+            reference = file_field(fields, "reference") if inpainter.uses_reference else None
+            reference = None if not reference else decode_image(reference, "reference", limits.max_pixels)
+            result = inpainter(image, hole, reference, align=chosen.align)
+            return name, chosen.format, image.size, encode(result, chosen.format), time.perf_counter() - start
 
-        data, ms = await pool.run(work)
-        headers = {"X-Faceinpaint-Model": name, "X-Faceinpaint-Ms": f"{ms:.1f}"}
-        if isinstance(fields.get("image"), bytes):
-            return Response(data, media_type=FORMATS[chosen.format][1], headers=headers)
-        width, height = image.size
-        result = {"image": data_url(data, chosen.format), "model": name, "width": width, "height": height}
-        return JSONResponse({**result, "format": chosen.format, "ms": round(ms, 1)}, headers=headers)
+        name, image_format, (width, height), data, seconds = await pool.run(work, receive=request.receive)
+        headers = {"X-Faceinpaint-Model": name, "X-Faceinpaint-Ms": f"{1000 * seconds:.1f}"}
+        if isinstance(upload, dict):
+            return Response(data, media_type=FORMATS[image_format][1], headers=headers)
+        result = {"image": data_url(data, image_format), "model": name, "width": width, "height": height}
+        return JSONResponse({**result, "format": image_format, "ms": round(1000 * seconds, 1)}, headers=headers)
 
-    @app.post("/v1/faces", summary="Find faces (boxes, points, eyes / mouth masks)", openapi_extra=body_docs)
+    faces_docs = body_docs(FacesJSON.model_json_schema(), ("image",), {})
+
+    @app.post("/v1/faces", summary="Find faces (boxes, points, eyes / mouth masks)", openapi_extra=faces_docs)
     async def faces(request: Request):
         """`{"available": false}` when the face pipeline (faceinpaint[faces]) is not installed."""
-        image = image_field(await read_fields(request, ("image",)), "image")
-        if image is None:
-            raise HTTPError(422, "image is required")
-        return await pool.run(find_faces, np.asarray(image.convert("RGB")))
+        upload = await read_upload(request, ("image",))
+
+        def work():
+            data = file_field(parse_fields(upload, FacesJSON)[0], "image")
+            if not data:
+                raise HTTPError(422, "image is required")
+            return find_faces(np.asarray(decode_image(data, "image", limits.max_pixels).convert("RGB")))
+
+        return await pool.run(work, receive=request.receive)
 
     @app.get("/v1/models", summary="The served models")
     async def models():
@@ -364,21 +534,29 @@ def create_app(inpainters: dict, limits: Limits | None = None, aliases: dict[str
         raw = await request.body()
 
         def work():
-            try:
-                body = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise HTTPError(400, f"malformed JSON: {exc}") from None
+            body = parse_json(raw)
             pixels, hole, reference, rows = tfserving.parse_predict(body, limits.max_batch, limits.max_pixels)
             return tfserving.answer(tfserving.predict(inpainter, pixels, hole, reference), rows)
 
-        return JSONResponse(await pool.run(work))
+        return JSONResponse(await pool.run(work, receive=request.receive))
 
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app
 
 
-def serve(inpainters: dict, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None, **kwargs):
-    """Run the server with uvicorn until interrupted (localhost only unless `host` says otherwise)."""
+def serve(
+    inpainters: dict,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: Limits | None = None,
+    allowed_hosts: Sequence[str] = (),
+    **kwargs,
+):
+    """Run the server with uvicorn until interrupted (localhost only unless `host` says otherwise).
+
+    Requests must name `host`, localhost or one of `allowed_hosts` in their Host header; `kwargs` go to create_app.
+    """
     import uvicorn
 
-    uvicorn.run(create_app(inpainters, limits, **kwargs), host=host, port=port, log_level="info")
+    app = create_app(inpainters, limits, allowed_hosts=[host, *LOOPBACK_HOSTS, *allowed_hosts], **kwargs)
+    uvicorn.run(app, host=host, port=port, log_level="info")

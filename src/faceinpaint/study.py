@@ -81,9 +81,12 @@ def run_study(config: StudyConfig, device: str = "auto", progress: bool = True) 
     Returns {mask_set: evaluate's results dict}; writes OUT/study.md, study.csv, study.json,
     comparison-<mask_set>.png and metrics-vs-hole-ratio.png (and OUT/<mask_set>/ with each run's files).
     """
+    from faceinpaint.classical import REFERENCE_METHODS
     from faceinpaint.weights import installed_models
 
-    methods = list(installed_models()) if config.methods == ("all",) else list(config.methods)
+    methods = list(config.methods)
+    if config.methods == ("all",):  # reference-only methods (reference-paste) join where there are references
+        methods = [name for name in installed_models() if config.references or name not in REFERENCE_METHODS]
     images, out = study_images(config), Path(config.out)
     references = same_person_references(images, config.references, config.mask_seed) if config.references else None
     reports = {}

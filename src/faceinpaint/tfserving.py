@@ -10,7 +10,7 @@ Seed 001 served `POST /v1/models/two_face_model:predict` with `{"inputs": {"mask
 import numpy as np
 import torch
 
-from faceinpaint.errors import InpaintError
+from faceinpaint.errors import InpaintError, OverLimitError
 
 IMAGE_INPUTS = ("masked_image", "reference_image")
 
@@ -23,17 +23,26 @@ def centre_hole(height: int, width: int) -> np.ndarray:
 
 
 def _array(value, name: str, max_batch: int, max_pixels: int) -> np.ndarray:
-    """A nested list of numbers -> float32 array, with a one-line error for ragged or non-numeric input."""
+    """A nested list of numbers -> float32 array, or a one-line InpaintError (OverLimitError over a limit).
+
+    Anything JSON can hold is refused cleanly: ragged or empty arrays, strings, nulls, nesting too deep, integers
+    too large for a float.
+    """
     try:
-        array = np.asarray(value, dtype=np.float32)
-    except (ValueError, TypeError):
-        raise InpaintError(f"input {name!r}: not a rectangular array of numbers") from None
-    if array.ndim < 3:
+        array = np.asarray(value)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        array = None  # ragged, or deeper than numpy's 64 dimensions
+    if array is None or array.dtype.kind not in "biuf":  # huge integers and mixed types come as objects
+        raise InpaintError(f"input {name!r}: not a rectangular array of numbers in [0, 1]")
+    if array.ndim not in (3, 4) or 0 in array.shape:
         raise InpaintError(f"input {name!r}: expected [N, H, W, 3], got shape {list(array.shape)}")
     if array.shape[0] > max_batch:
-        raise InpaintError(f"input {name!r}: batch of {array.shape[0]} is over the limit of {max_batch}")
+        raise OverLimitError(f"input {name!r}: batch of {array.shape[0]} is over the limit of {max_batch}")
     if array.shape[1] * array.shape[2] > max_pixels:
-        raise InpaintError(f"input {name!r}: {array.shape[2]}x{array.shape[1]} is over the limit of {max_pixels} px")
+        height, width = array.shape[1:3]
+        raise OverLimitError(f"input {name!r}: {width}x{height} is over the limit of {max_pixels} pixels")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused just below
+        array = array.astype(np.float32)
     if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
         raise InpaintError(f"input {name!r}: values must be finite floats in [0, 1]")
     return array
@@ -64,7 +73,8 @@ def parse_predict(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
     """A TF-Serving predict body -> (image (B, 3, H, W) in [-1, 1], bool hole (B, 1, H, W), reference or None, rows).
 
-    Every problem (unknown input, wrong shape, values outside [0, 1], sizes that differ) is an InpaintError.
+    Every problem (unknown input, wrong shape, values outside [0, 1], sizes that differ) is an InpaintError; a
+    batch or an image over the limits is an OverLimitError.
     """
     if not isinstance(body, dict):
         raise InpaintError("the body must be a JSON object")

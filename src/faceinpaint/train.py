@@ -30,12 +30,13 @@ from tqdm import tqdm
 
 from faceinpaint.checkpoint import (
     checkpoint_path,
-    find_checkpoint,
     in_run_dir,
-    load_checkpoint,
+    load_resumable,
     prune_checkpoints,
+    remove_stale_temporaries,
     run_dir_of,
     save_checkpoint,
+    truncate_metrics,
     warm_start,
 )
 from faceinpaint.config import Config, dump_config
@@ -215,8 +216,7 @@ def train(
                                    betas=cfg.train.betas, fused=fused)  # fmt: skip
     start_step, wall_before = 0, 0.0
     if resume is not None:
-        checkpoint = find_checkpoint(resume)
-        state = load_checkpoint(checkpoint)
+        checkpoint, state = load_resumable(resume)  # a run dir's newest checkpoint that loads
         try:
             generator.load_state_dict(state["generator"])
             ema.load_state_dict(state["ema"])
@@ -256,6 +256,9 @@ def train(
     in_run = resume is not None and in_run_dir(checkpoint)
     if in_run:
         run_dir = run_dir_of(checkpoint)
+        if rank == 0:  # a killed run leaves temporary files, and logs of the steps this resume redoes
+            remove_stale_temporaries(run_dir)
+            truncate_metrics(run_dir, start_step)
     elif rank == 0:
         run_dir = _new_run_dir(Path(cfg.train.run_root), cfg.name)
         if resume is not None:
@@ -278,7 +281,8 @@ def train(
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(run_dir / "tensorboard"))
+            # Events after the resumed step are hidden, as metrics.jsonl's records are dropped.
+            writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if in_run else None)
         except ImportError:
             warnings.warn(
                 "tensorboard is not installed (pip install faceinpaint[train]): no event files", stacklevel=2
