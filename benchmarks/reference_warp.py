@@ -6,28 +6,17 @@ Run: .venv/bin/python benchmarks/reference_warp.py [--repeats 9]
 """
 
 import argparse
-import statistics
-import time
 from functools import partial
 
 import cv2
 import numpy as np
 from skimage import data
+from speed import median_ms  # benchmarks/speed.py, beside this script
 
 from faceinpaint.demo import load_sample
 from faceinpaint.part_masks import face_part_mask
 from faceinpaint.reference_paste import reference_paste
-from faceinpaint.reference_warp import _face_landmarks, masked_face_landmarks, warp_reference
-
-
-def _median_ms(run, repeats: int) -> float:
-    run()  # warm-up: model loading and first-call allocations are not what we measure
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+from faceinpaint.reference_warp import face_landmarks, masked_face_landmarks, warp_reference
 
 
 def _cases() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -51,10 +40,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, (image, hole, reference) in _cases().items():
         times = [
-            _median_ms(partial(_face_landmarks, reference, 68), args.repeats),
-            _median_ms(partial(masked_face_landmarks, image, hole), args.repeats),
-            _median_ms(partial(warp_reference, image, hole, reference), args.repeats),
-            _median_ms(partial(reference_paste, image, hole, reference), args.repeats),
+            median_ms(partial(face_landmarks, reference, 68), args.repeats),
+            median_ms(partial(masked_face_landmarks, image, hole), args.repeats),
+            median_ms(partial(warp_reference, image, hole, reference), args.repeats),
+            median_ms(partial(reference_paste, image, hole, reference), args.repeats),
         ]
         print(f"| {name} | " + " | ".join(f"{ms:.1f} ms" for ms in times) + " |", flush=True)
 

@@ -18,7 +18,7 @@ from faceinpaint.errors import InpaintError
 from faceinpaint.inpainter import Inpainter
 
 
-def _median_ms(run, repeats: int) -> float:
+def median_ms(run, repeats: int) -> float:
     run()  # warm-up: first-call allocations and lazy imports are not what we measure
     times = []
     for _ in range(repeats):
@@ -43,7 +43,7 @@ def main() -> None:
         inpainter = Inpainter.from_pretrained(name)
         reference = mirrored if name in REFERENCE_METHODS else None
         run = lambda inpainter=inpainter, reference=reference: inpainter(pixels, hole, reference)  # noqa: E731
-        rows.append((name, "cpu", 1, _median_ms(run, args.repeats)))
+        rows.append((name, "cpu", 1, median_ms(run, args.repeats)))
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
@@ -57,7 +57,7 @@ def main() -> None:
                 if device == "cuda":
                     torch.cuda.synchronize()
 
-            rows.append(("deepfillv2 (width 48)", device, batch, _median_ms(run, args.repeats) / batch))
+            rows.append(("deepfillv2 (width 48)", device, batch, median_ms(run, args.repeats) / batch))
 
     # The same network through the exported uint8 ONNX graph in onnxruntime (Inpainter backend "onnx").
     try:
@@ -68,7 +68,7 @@ def main() -> None:
     else:
         for batch in (1, 8):
             images, holes = np.stack([pixels] * batch), np.stack([hole] * batch)
-            ms = _median_ms(lambda images=images, holes=holes: exported(images, holes), args.repeats) / batch
+            ms = median_ms(lambda images=images, holes=holes: exported(images, holes), args.repeats) / batch
             rows.append(("deepfillv2 (width 48), onnxruntime", "cpu", batch, ms))
 
     print(f"CPU: {platform.processor() or platform.machine()}, {args.threads} threads; torch {torch.__version__}")

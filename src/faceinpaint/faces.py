@@ -11,6 +11,7 @@ the HOG detector and YuNet are free for any use. `landmarks=5` avoids the 68-poi
 import importlib
 import importlib.resources
 import importlib.util
+import math
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -183,6 +184,14 @@ def detect_faces(image: np.ndarray, detector: str = "hog", landmarks: int = 68) 
         else:
             faces.append(Face(box, score, points_from_dlib5(parts)))
     return sorted(faces, key=lambda face: -face.area)
+
+
+def hole_pixels_in_box(box: tuple[float, float, float, float], hole: np.ndarray) -> int:
+    """How many hole pixels (bool (H, W)) lie in a face's box: which face a hole belongs to."""
+    height, width = hole.shape
+    left, top = max(math.floor(box[0]), 0), max(math.floor(box[1]), 0)
+    right, bottom = min(math.ceil(box[2]) + 1, width), min(math.ceil(box[3]) + 1, height)
+    return int(hole[top:bottom, left:right].sum()) if right > left and bottom > top else 0
 
 
 def face_quad(points: np.ndarray) -> np.ndarray:

@@ -6,7 +6,6 @@ bundled demo face); any other image is searched for faces, and a square one whos
 already fills the frame (e.g. a 1024x1024 FFHQ image) is also taken as an aligned crop.
 """
 
-import math
 import warnings
 
 import numpy as np
@@ -96,14 +95,6 @@ def _aligned_reference(inpainter, reference: torch.Tensor | None) -> torch.Tenso
     return reference if crop is None else uint8_to_tensor(crop[None])
 
 
-def _box_overlap(box: tuple[float, float, float, float], hole: np.ndarray) -> int:
-    """How many hole pixels lie in a face's box."""
-    height, width = hole.shape
-    left, top = max(math.floor(box[0]), 0), max(math.floor(box[1]), 0)
-    right, bottom = min(math.ceil(box[2]) + 1, width), min(math.ceil(box[3]) + 1, height)
-    return int(hole[top:bottom, left:right].sum()) if right > left and bottom > top else 0
-
-
 def inpaint_photo(
     inpainter, image: np.ndarray, hole: np.ndarray, reference: torch.Tensor | None = None
 ) -> tuple[np.ndarray, int]:
@@ -122,12 +113,12 @@ def inpaint_photo(
         float32 (H, W, 3) in [-1, 1], meaningful at the hole's pixels only, and the number of faces inpainted.
     """
     from faceinpaint.align import align_face, unalign, warp_mask
-    from faceinpaint.faces import detect_faces, face_quad
+    from faceinpaint.faces import detect_faces, face_quad, hole_pixels_in_box
 
     size, detector, landmarks = _settings(inpainter)
     reference = _aligned_reference(inpainter, reference)
     found = detect_faces(image, detector, landmarks)
-    faces = [(face, _box_overlap(face.box, hole)) for face in found]
+    faces = [(face, hole_pixels_in_box(face.box, hole)) for face in found]
     faces = sorted([(face, overlap) for face, overlap in faces if overlap], key=lambda item: item[1])
     result = np.zeros((*hole.shape, 3), np.float32)
     covered = np.zeros(hole.shape, np.float32)  # how much of each pixel the pasted faces decide

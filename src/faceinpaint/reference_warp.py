@@ -61,12 +61,12 @@ class WarpedReference:
     trusted: np.ndarray
 
 
-def _face_landmarks(
+def face_landmarks(
     image: np.ndarray, landmarks: int, hole: np.ndarray | None = None, detectors: tuple[str, ...] = ("hog", "yunet")
 ) -> np.ndarray | None:
     """The landmarks of the face (the first detector that finds one) with the most hole pixels in its box (the
     largest of those), or None."""
-    from faceinpaint.faces import detect_faces
+    from faceinpaint.faces import detect_faces, hole_pixels_in_box
 
     faces = []
     for detector in detectors:
@@ -74,14 +74,8 @@ def _face_landmarks(
     if not faces:
         return None
     if hole is not None:
-        faces = sorted(faces, key=lambda face: -_hole_in_box(face.box, hole))  # stable: ties stay largest first
+        faces = sorted(faces, key=lambda face: -hole_pixels_in_box(face.box, hole))  # stable: ties stay largest first
     return faces[0].landmarks if landmarks == 68 else faces[0].points
-
-
-def _hole_in_box(box: tuple[float, float, float, float], hole: np.ndarray) -> int:
-    """How many hole pixels lie in a face's box."""
-    left, top = max(int(box[0]), 0), max(int(box[1]), 0)
-    return int(hole[top : max(int(box[3]) + 1, top), left : max(int(box[2]) + 1, left)].sum())
 
 
 def _aligned_landmarks(side: int, landmarks: int) -> np.ndarray:
@@ -114,7 +108,7 @@ def masked_face_landmarks(image: np.ndarray, hole: np.ndarray, landmarks: int = 
     # Mid-grey holes, YuNet first: HOG often misses faces whose eyes are hidden (and a smooth Telea fill made it
     # pick a false face), YuNet finds them.
     filled = np.where(hole[..., None], np.uint8(128), image)
-    points = _face_landmarks(filled, landmarks, hole, ("yunet", "hog"))
+    points = face_landmarks(filled, landmarks, hole, ("yunet", "hog"))
     height, width = hole.shape
     if points is None:
         if height != width:
@@ -151,7 +145,7 @@ def warp_reference(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, l
         raise InpaintError(
             f"the reference must be a uint8 RGB (h, w, 3) image, got {reference.dtype} {reference.shape}"
         )
-    source = _face_landmarks(np.ascontiguousarray(reference), landmarks)
+    source = face_landmarks(np.ascontiguousarray(reference), landmarks)
     if source is None:
         raise InpaintError("no face found in the reference photo")
     target, trusted = masked_face_landmarks(image, hole, landmarks)
