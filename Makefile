@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # wheel on local disk; elsewhere pip fetches it. Override for another build, e.g. make TORCH='torch==2.14.1' test.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint format clean
+.PHONY: demo test dist lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,13 +19,18 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/faceinpaint demo --out-dir demo
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests benchmarks scripts
-	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+	$(VENV)/bin/ruff check src tests benchmarks scripts hubconf.py
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts hubconf.py
 	$(PY) -m pytest
 
+# dist/: an sdist and a wheel (which carries weights/'s model dirs), built offline with the venv's setuptools.
+dist: $(VENV)/.installed
+	$(PY) -m build --no-isolation --outdir dist .
+	@ls -l dist
+
 format: $(VENV)/.installed
-	$(VENV)/bin/ruff format src tests benchmarks scripts
-	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
+	$(VENV)/bin/ruff format src tests benchmarks scripts hubconf.py
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts hubconf.py
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo .pytest_cache .ruff_cache dist build src/faceinpaint.egg-info

@@ -6,6 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from faceinpaint import __version__
 from faceinpaint.cli_data import add_data_commands, add_face_model_options
 from faceinpaint.errors import InpaintError
 from faceinpaint.images import DEFAULT_MAX_PIXELS
@@ -38,29 +39,36 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def cmd_inpaint(args: argparse.Namespace) -> int:
     from faceinpaint.inpaint_files import inpaint_paths
     from faceinpaint.inpainter import Inpainter
+    from faceinpaint.shards import current_shard, rank_device
     from faceinpaint.weights import best_model
 
+    shard = current_shard()  # rank 0 of 1 unless started by torchrun
     weights = args.weights or best_model()
-    inpainter = Inpainter.from_pretrained(weights, device=args.device)
+    inpainter = Inpainter.from_pretrained(weights, device=rank_device(args.device, shard))
     inpainter.align, inpainter.face_detector, inpainter.landmarks = args.align, args.detector, args.landmarks
-    failed = inpaint_paths(inpainter, args.image, args.mask, args.reference, args.out, args.max_pixels)
-    if failed:
+    counts = inpaint_paths(inpainter, args.image, args.mask, args.reference, args.out, args.max_pixels, shard)
+    written, failed = sum(done for done, _ in counts), sum(bad for _, bad in counts)
+    if shard.world > 1 and shard.rank == 0:
+        each = " + ".join(str(done) for done, _ in counts)
+        print(f"wrote {written} image(s) to {args.out} on {shard.world} ranks ({each}); {failed} failed")
+    if failed and shard.rank == 0:
         print(f"faceinpaint: {failed} image(s) failed; see the messages above", file=sys.stderr)
     return 1 if failed else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from faceinpaint.weights import best_model, describe, installed_models
+    from faceinpaint.weights import best_model, describe, model_sources
 
     default = best_model()
-    print(f"{'name':<24} {'kind':<10} {'arch':<14} {'resolution':<10} location")
-    for name, path in installed_models().items():
+    print(f"{'name':<24} {'kind':<10} {'arch':<16} {'resolution':<10} {'source':<20} location")
+    for name, (source, path) in model_sources().items():
         if path is None:
-            kind, arch, resolution, where = "classical", name, "any", "built in"
+            kind, arch, resolution, where = "classical", name, "any", "-"
         else:
             config = describe(path)
             kind, arch, resolution, where = "network", config.get("arch", "?"), config.get("resolution", "?"), path
-        print(f"{name + (' *' if name == default else ''):<24} {kind:<10} {arch:<14} {resolution!s:<10} {where}")
+        line = f"{name + (' *' if name == default else ''):<24} {kind:<10} {arch:<16} {resolution!s:<10} {source:<20}"
+        print(f"{line} {where}")
     print("* default model (used when --weights is not given)")
     return 0
 
@@ -222,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  faceinpaint inpaint --image face.png --mask hole.png --out done.png",
         formatter_class=formatter,
     )
+    parser.add_argument("--version", action="version", version=f"faceinpaint {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     inpaint = commands.add_parser(
@@ -230,9 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inpaint one image, or every image of a folder (masks and references matched by file stem; "
         "a single mask or reference file applies to every image). Mask pixels above 127 (alpha for RGBA) are "
         "holes. Outputs keep the input's file name in folder mode and are written atomically; inputs are never "
-        "overwritten. Exit code 1 if any image failed.",
+        "overwritten. Exit code 1 if any image failed. Under torchrun every rank inpaints its own slice of the "
+        "folder (on GPU number LOCAL_RANK where there are GPUs) and rank 0 prints the total.",
         epilog="examples:\n  faceinpaint inpaint --weights telea --image face.png --mask hole.png --out done.png\n"
-        "  faceinpaint inpaint --image faces/ --mask masks/ --out results/",
+        "  faceinpaint inpaint --image faces/ --mask masks/ --out results/\n"
+        "  torchrun --nproc_per_node 4 -m faceinpaint.cli inpaint --image faces/ --mask masks/ --out results/",
         formatter_class=formatter,
     )
     _add_common(inpaint)
@@ -254,8 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser(
         "models",
         help="list the models and classical methods that --weights accepts",
-        description="List every name --weights accepts: the classical methods and the model dirs found in "
-        "$FACEINPAINT_WEIGHTS and the repo's weights/ folder.",
+        description="List every name --weights accepts and where it comes from: the classical methods (built in), "
+        "then the model dirs found in $FACEINPAINT_WEIGHTS's folders, in the installed package (package: the released "
+        "models shipped in the wheel) and in a repo checkout's weights/ folder (repo); a name found twice keeps "
+        "its first.",
         epilog="example:\n  faceinpaint models",
         formatter_class=formatter,
     )

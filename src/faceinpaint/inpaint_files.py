@@ -1,4 +1,4 @@
-"""Inpaint files or whole folders: pair images with masks and references by file stem, write outputs safely."""
+"""Inpaint files or folders (under torchrun, a rank's slice): pair inputs by file stem, write outputs safely."""
 
 import sys
 import warnings
@@ -10,6 +10,7 @@ from tqdm import tqdm
 from faceinpaint.errors import InpaintError
 from faceinpaint.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, path_exists, read_image, read_mask, write_image
 from faceinpaint.inpainter import Inpainter
+from faceinpaint.shards import SINGLE_PROCESS, Shard, gather_counts
 
 
 @dataclass(frozen=True)
@@ -87,16 +88,17 @@ def run_job(inpainter: Inpainter, job: Job, max_pixels: int = DEFAULT_MAX_PIXELS
     write_image(inpainter(image, hole, reference), job.out)
 
 
-def inpaint_paths(
-    inpainter: Inpainter, image: Path, mask: Path, reference: Path | None, out: Path, max_pixels: int
-) -> int:
-    """Run every job with a progress bar; report and skip failures. Returns the number of failed images."""
-    jobs = plan_jobs(image, mask, reference, out)
-    if len(jobs) == 1:
-        run_job(inpainter, jobs[0], max_pixels)
-        return 0
+def run_jobs(inpainter: Inpainter, jobs: list[Job], max_pixels: int, progress: bool = True) -> int:
+    """Run jobs with a progress bar (unless `progress` is False); report and skip failures. Returns the failures."""
     failed = 0
-    for job in tqdm(jobs, desc=f"inpainting with {inpainter.name}", unit="image", disable=None, file=sys.stderr):
+    bar = tqdm(
+        jobs,
+        desc=f"inpainting with {inpainter.name}",
+        unit="image",
+        disable=None if progress else True,
+        file=sys.stderr,
+    )
+    for job in bar:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("always")
@@ -105,3 +107,27 @@ def inpaint_paths(
             failed += 1
             tqdm.write(f"faceinpaint: skipped {job.image.name}: {error}", file=sys.stderr)
     return failed
+
+
+def inpaint_paths(
+    inpainter: Inpainter,
+    image: Path,
+    mask: Path,
+    reference: Path | None,
+    out: Path,
+    max_pixels: int,
+    shard: Shard = SINGLE_PROCESS,
+) -> list[tuple[int, int]]:
+    """Inpaint a file or a folder; under torchrun (`shard` of several) only this rank's slice of the folder.
+
+    Returns (images written, images failed) for each rank, in rank order: one pair for a plain run. A single
+    image whose inputs are bad is an InpaintError; in a folder, failures are reported and skipped.
+    """
+    jobs = plan_jobs(image, mask, reference, out)
+    if shard.world == 1 and len(jobs) == 1:
+        run_job(inpainter, jobs[0], max_pixels)
+        return [(1, 0)]
+    mine = shard.take(jobs)
+    # Ranks other than 0 work silently: interleaved progress bars on one terminal are unreadable.
+    failed = run_jobs(inpainter, mine, max_pixels, progress=shard.rank == 0)
+    return gather_counts((len(mine) - failed, failed), shard)

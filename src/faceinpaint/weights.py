@@ -10,28 +10,49 @@ from faceinpaint.errors import InpaintError
 # The model `make demo` and every command use when none is named, best first; a classical method ends the list
 # so that something always works, even before any weights are installed.
 PREFERRED_MODELS = ("deepfillv2-face-256", "telea")
+# The released model dirs inside an installed package: pyproject.toml maps the repo's weights/ to this folder when a
+# wheel is built. Installed wheels are plain folders on disk, so a path works (safetensors reads files by path). A
+# source checkout has no such folder and finds the same dirs in REPO_WEIGHTS instead.
+PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "bundled_weights"
 # The repo's own weights/ folder (src/faceinpaint/ -> repo root), present in a source checkout.
-REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_WEIGHTS = REPO_ROOT / "weights"
+# Where a model dir was found, as `faceinpaint models` prints it.
+SOURCE_ENVIRONMENT = "$FACEINPAINT_WEIGHTS"
+SOURCE_PACKAGE = "package"
+SOURCE_REPO = "repo"
+SOURCE_BUILT_IN = "built in"
 
 
-def weights_dirs() -> list[Path]:
-    """Folders searched for model dirs: $FACEINPAINT_WEIGHTS (os.pathsep-separated) first, then the repo's weights/."""
-    extra = [Path(p) for p in os.environ.get("FACEINPAINT_WEIGHTS", "").split(os.pathsep) if p]
-    return [folder for folder in [*extra, REPO_WEIGHTS] if folder.is_dir()]
+def weights_dirs() -> list[tuple[str, Path]]:
+    """(source, folder) pairs searched for model dirs, first wins: each folder of $FACEINPAINT_WEIGHTS
+    (os.pathsep-separated), the installed package's models, the repo checkout's weights/."""
+    extra = [(SOURCE_ENVIRONMENT, Path(p)) for p in os.environ.get("FACEINPAINT_WEIGHTS", "").split(os.pathsep) if p]
+    # REPO_WEIGHTS counts only beside the repo's pyproject.toml: an installed package's parents[2] is lib/pythonX.Y.
+    repo = [(SOURCE_REPO, REPO_WEIGHTS)] if (REPO_ROOT / "pyproject.toml").is_file() else []
+    return [
+        (source, folder) for source, folder in [*extra, (SOURCE_PACKAGE, PACKAGE_WEIGHTS), *repo] if folder.is_dir()
+    ]
 
 
 def is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
 
 
-def installed_models() -> dict[str, Path | None]:
-    """Every usable name: classical methods (None) and the model dirs found in `weights_dirs()`, first one wins."""
-    models: dict[str, Path | None] = dict.fromkeys(CLASSICAL_METHODS)
-    for folder in weights_dirs():
+def model_sources() -> dict[str, tuple[str, Path | None]]:
+    """Every usable name -> (source, model dir): classical methods (built in, None), then the model dirs found in
+    `weights_dirs()`; a name found twice keeps its first."""
+    models: dict[str, tuple[str, Path | None]] = {name: (SOURCE_BUILT_IN, None) for name in CLASSICAL_METHODS}
+    for source, folder in weights_dirs():
         for candidate in sorted(folder.iterdir()):
             if is_model_dir(candidate) and candidate.name not in models:
-                models[candidate.name] = candidate
+                models[candidate.name] = (source, candidate)
     return models
+
+
+def installed_models() -> dict[str, Path | None]:
+    """Every usable name: classical methods (None) and the model dirs found in `weights_dirs()`, first one wins."""
+    return {name: path for name, (_, path) in model_sources().items()}
 
 
 def resolve(name_or_dir: str | os.PathLike) -> str | Path:
