@@ -241,6 +241,12 @@ def test_bad_configs_fail_with_one_clear_line(tmp_path, capsys):
     path.write_text("train:\n  lr: 0.1\n")
     assert main(["train", str(path), "--set", "train.lr"]) == 1
     assert "expected section.key=value" in capsys.readouterr().err
+    path.write_text("model:\n  arch: deepfil\n")  # names other tables know: checked when read, choices listed
+    assert main(["train", str(path), "--dry-run"]) == 1
+    assert "model.arch: 'deepfil' is not one of deepfillv2, twoface" in capsys.readouterr().err
+    path.write_text("data:\n  masks: [deepfill, lama-thik]\n")
+    assert main(["train", str(path), "--dry-run"]) == 1
+    assert "data.masks: 'lama-thik' is not one of deepfill, lama-thin" in capsys.readouterr().err
 
 
 def test_dry_run_prints_the_resolved_config_with_overrides(capsys):

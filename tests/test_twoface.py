@@ -33,7 +33,7 @@ def _tiny(seed: int = 0) -> TwoFace:
     return model.eval()
 
 
-def _inputs(size: int = 32) -> tuple[torch.Tensor, ...]:
+def batch_inputs(size: int = 32) -> tuple[torch.Tensor, ...]:
     torch.manual_seed(1)
     image, reference = torch.rand(2, 3, size, size) * 2 - 1, torch.rand(2, 3, size, size) * 2 - 1
     mask = torch.zeros(2, 1, size, size)
@@ -55,7 +55,7 @@ def test_parameter_count_and_registry(capsys):
 
 def test_shapes_and_ranges_with_and_without_a_reference():
     model = _tiny()
-    image, mask, reference = _inputs()
+    image, mask, reference = batch_inputs()
     with torch.no_grad():
         for outputs in (model(image, mask), model(image, mask, reference)):
             for out in outputs:
@@ -67,7 +67,7 @@ def test_shapes_and_ranges_with_and_without_a_reference():
 
 def test_the_hole_depends_on_the_reference_and_not_on_hidden_pixels():
     model = _tiny()
-    image, mask, reference = _inputs()
+    image, mask, reference = batch_inputs()
     with torch.no_grad():
         first = model(image, mask, reference)[1]
         other = model(image, mask, reference.flip(-1).roll(5, -2))[1]
@@ -82,7 +82,7 @@ def test_the_hole_depends_on_the_reference_and_not_on_hidden_pixels():
 def test_a_fresh_model_ignores_the_reference_and_the_flag_drops_it_exactly():
     torch.manual_seed(0)
     fresh = TwoFace(width=8, reference_width=8).eval()  # zero-initialised attention output and FiLM
-    image, mask, reference = _inputs()
+    image, mask, reference = batch_inputs()
     with torch.no_grad():
         torch.testing.assert_close(fresh(image, mask, reference)[1], fresh(image, mask)[1])
         model = _tiny()
@@ -193,7 +193,7 @@ def test_twoface_starts_from_deepfill_weights_and_reproduces_them(tmp_path, caps
                          init_from=str(tmp_path / "deepfill-tiny"))  # fmt: skip
     result = train(from_dict(config, name="warm"))
     assert "generator starts from" in capsys.readouterr().err
-    image, mask, reference = _inputs()
+    image, mask, reference = batch_inputs()
     with torch.no_grad():  # the reference branch starts silent: Two-Face begins as exactly that DeepFillv2
         expected = deepfill.model(image, mask)[1]
         torch.testing.assert_close(result.generator.float()(image, mask, reference)[1], expected)

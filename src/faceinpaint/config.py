@@ -23,6 +23,8 @@ class ModelConfig:
     discriminator_width: int = 64  # SN-PatchGAN's first layer (the global and the local one)
     reference_width: int = 32  # twoface only: width of the reference encoder
     identity_dim: int = 128  # twoface only: size of the learned identity embedding (FiLM)
+    # twoface only (v2): the reference warped onto the face by landmarks enters the encoders (reference_prior.py)
+    reference_prior: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,9 @@ class Config:
     def model_args(self) -> dict:
         """The generator's constructor arguments: `ARCHITECTURES[arch](**args)`, stored in config.json."""
         if self.model.arch == "twoface":
-            return {"width": self.model.width, "reference_width": self.model.reference_width,
+            args = {"width": self.model.width, "reference_width": self.model.reference_width,
                     "identity_dim": self.model.identity_dim}  # fmt: skip
+            return args | ({"prior": True} if self.model.reference_prior else {})
         return {"width": self.model.width}
 
 
@@ -161,7 +164,26 @@ def from_dict(data: dict, name: str = "experiment") -> Config:
     for section, values in data.items():
         if not isinstance(values, dict):
             raise InpaintError(f"section {section!r} must be a mapping of keys to values")
-    return Config(**{section: _section(section, data.get(section) or {}) for section in SECTIONS}, name=name)
+    config = Config(**{section: _section(section, data.get(section) or {}) for section in SECTIONS}, name=name)
+    _check_names(config)
+    return config
+
+
+def _check_names(config: Config) -> None:
+    """Names that only a table elsewhere knows (architectures, mask kinds): checked when the config is read, so a
+    typo fails `train --dry-run` with the valid choices, not a run after decoding every image."""
+    from faceinpaint.masks import MASK_KINDS
+    from faceinpaint.models import ARCHITECTURES
+
+    if config.model.arch not in ARCHITECTURES:
+        raise InpaintError(f"model.arch: {config.model.arch!r} is not one of {', '.join(ARCHITECTURES)}")
+    if not config.data.masks:
+        raise InpaintError(f"data.masks: give at least one mask kind ({', '.join(MASK_KINDS)})")
+    for kind in config.data.masks:
+        if kind not in MASK_KINDS:
+            raise InpaintError(f"data.masks: {kind!r} is not one of {', '.join(MASK_KINDS)}")
+    if config.model.reference_prior and config.model.arch != "twoface":
+        raise InpaintError(f"model.reference_prior: only the twoface arch takes it, not {config.model.arch!r}")
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

@@ -32,6 +32,11 @@ def _names_and_reader(source: Source):
     return names, names, lambda name: Path(name).read_bytes()
 
 
+def image_names(source: Source) -> list[str]:
+    """The names of `source`'s images, in the order load_uint8 returns them."""
+    return list(_names_and_reader(source)[0])
+
+
 def load_uint8(source: Source, resolution: int, workers: int = 8) -> torch.Tensor:
     """Decode every image of `source` once (shorter side resized to R, centre-cropped, no flip).
 

@@ -143,7 +143,8 @@ def load_masks(
     return np.stack(found), str(path)
 
 
-def _read_batch(paths: list[Path], size: tuple[int, int] | None = None) -> torch.Tensor:
+def read_batch(paths: list[Path], size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Images (B, 3, H, W) in [-1, 1] read from `paths`; all of `size` (H, W) when given, else of one size."""
     pixels = [np.asarray(read_image(p).convert("RGB")) for p in paths]
     for path, image in zip(paths, pixels, strict=True):
         if size is not None and image.shape[:2] != size:
@@ -247,7 +248,7 @@ def evaluate(
     real_features, targets_prepared = [], {name: [] for name in judges.identity}
     if judges.inception is not None or judges.identity:
         for batch in tqdm(batches, desc="ground truth", disable=not progress, unit="batch"):
-            target = _read_batch([paths[i] for i in batch], size)
+            target = read_batch([paths[i] for i in batch], size)
             if judges.inception is not None:
                 real_features.append(judges.inception(target))
             for name, judge in judges.identity.items():
@@ -269,9 +270,9 @@ def evaluate(
             fake_features, started = [], time.perf_counter()
             for batch in tqdm(batches, desc=name, disable=not progress, unit="batch"):
                 index = list(batch)
-                target = _read_batch([paths[i] for i in index], size)
+                target = read_batch([paths[i] for i in index], size)
                 hole = torch.from_numpy(holes[index])[:, None]  # (B, 1, H, W) bool
-                reference = _read_batch([reference_paths[i] for i in index]) if use_reference else None
+                reference = read_batch([reference_paths[i] for i in index]) if use_reference else None
                 completed = torch.where(hole, inpainter.complete(target * ~hole, hole, reference), target)
                 output_uint8 = tensor_to_uint8(completed)
                 output = uint8_to_tensor(output_uint8)  # exactly what is saved

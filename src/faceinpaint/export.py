@@ -54,6 +54,11 @@ class UInt8Pipeline(nn.Module):
 def _pipeline(inpainter) -> UInt8Pipeline:
     if inpainter.model is None:
         raise InpaintError(f"{inpainter.name} is a classical method: only networks can be exported")
+    if getattr(inpainter.model, "prior_inputs", None) is not None:
+        raise InpaintError(
+            f"{inpainter.name} is Two-Face v2: its reference prior (a landmark warp) runs outside the network, so "
+            "it has no ONNX graph yet; use the torch backend"
+        )
     return UInt8Pipeline(inpainter.model.cpu().float().eval(), inpainter.uses_reference).eval()
 
 

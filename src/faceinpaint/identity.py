@@ -17,7 +17,8 @@ SFACE_MODEL = "models/face_recognition_sface_2021dec_int8bq.onnx"
 YUNET_MODEL = "models/face_detection_yunet_2023mar_int8bq.onnx"
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two embeddings."""
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
@@ -62,7 +63,7 @@ class SFaceJudge:
         if prepared is None:
             return float("nan")
         face, target_embedding = prepared
-        return _cosine(self.embed(output, face), target_embedding)
+        return cosine(self.embed(output, face), target_embedding)
 
     def similarity(self, output: np.ndarray, target: np.ndarray) -> float:
         """Cosine similarity of two uint8 RGB images of the same face, aligned by the target's landmarks."""
@@ -98,7 +99,7 @@ class DlibJudge:
         if prepared is None:
             return float("nan")
         shape, target_descriptor = prepared
-        return _cosine(
+        return cosine(
             np.asarray(self.network.compute_face_descriptor(np.ascontiguousarray(output), shape)), target_descriptor
         )
 

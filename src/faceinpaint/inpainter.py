@@ -372,6 +372,10 @@ class Inpainter:
             x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
             m = (F.interpolate(m, size=size, mode="area") > 0).float()  # any covered pixel stays a hole
         inputs = [x * (1.0 - m), m] + ([] if reference is None else [reference])
+        if reference is not None and getattr(self.model, "prior_inputs", None) is not None:  # Two-Face v2
+            from faceinpaint.reference_prior import image_prior
+
+            inputs += [None, image_prior(inputs[0], m, reference, self.landmarks)]  # has_reference, prior
         out = (self._onnx or self.model)(*inputs)[-1].float()
         if side != self.resolution:
             out = F.interpolate(out, size=(side, side), mode="bicubic", align_corners=False).clamp_(-1.0, 1.0)

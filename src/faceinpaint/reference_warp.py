@@ -78,7 +78,7 @@ def face_landmarks(
     return faces[0].landmarks if landmarks == 68 else faces[0].points
 
 
-def _aligned_landmarks(side: int, landmarks: int) -> np.ndarray:
+def aligned_landmarks(side: int, landmarks: int) -> np.ndarray:
     """The mean landmarks of an FFHQ-aligned crop of `side` pixels (68 points, or the five alignment points)."""
     from faceinpaint.faces import points_from_68
 
@@ -113,7 +113,7 @@ def masked_face_landmarks(image: np.ndarray, hole: np.ndarray, landmarks: int = 
     if points is None:
         if height != width:
             raise InpaintError("no face found in the masked photo (and it is not a square aligned crop)")
-        points = _aligned_landmarks(width, landmarks)
+        points = aligned_landmarks(width, landmarks)
     margin = max(round(TRUST_MARGIN * eye_distance(points)), 1)
     near_hole = cv2.dilate(hole.astype(np.uint8), np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)) > 0
     columns = np.clip(np.rint(points[:, 0]).astype(int), 0, width - 1)

@@ -59,8 +59,10 @@ from faceinpaint.train_data import (
     batch_index,
     hole_crops,
     load_images,
+    load_landmarks,
     masks,
     pixels,
+    prior_batch,
     reference_batch,
     seeded,
     validate,
@@ -175,8 +177,11 @@ def train(
     guided = cfg.model.arch == "twoface"  # a reference per sample, validation with and without it
     train_images, identities = load_images(cfg, "train")
     references = References(identities) if guided else None
+    # Two-Face v2: every photo's landmarks (found once, cached), for the reference prior of each batch.
+    landmarks = load_landmarks(cfg, "train", train_images) if guided and cfg.model.reference_prior else None
     if cfg.data.resident:
         train_images = train_images.to(device)
+        landmarks = None if landmarks is None else landmarks.to(device)
     val_set = validation_set(cfg) if cfg.data.val and rank == 0 else None
 
     # Build networks.
@@ -327,8 +332,13 @@ def train(
             mask = masks(step, rank, cfg, device)
             guide, reference, available = {}, real, torch.zeros(len(index), dtype=torch.bool, device=device)
             if guided:  # another photo of the same person; `given` is False where dropped or there is none
-                reference, available, given = reference_batch(train_images, references, index, step, rank, cfg, device)
+                reference, available, given, picks = reference_batch(
+                    train_images, references, index, step, rank, cfg, device
+                )
                 guide = {"reference": reference.contiguous(memory_format=memory_format), "has_reference": given}
+                if landmarks is not None:
+                    prior = prior_batch(reference, landmarks, index, picks, mask, step, rank, cfg)
+                    guide["prior"] = prior.contiguous(memory_format=memory_format)
 
             # Discriminator step: real and completed images in one batch (one forward per step under DDP). Without
             # the adversarial term (a reconstruction warm-up, or before train.gan_start_step) it is skipped.

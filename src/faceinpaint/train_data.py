@@ -2,8 +2,12 @@
 
 Every random draw is taken from a generator seeded by (seed, stream, step, rank), so a resumed run sees exactly
 the batches of the uninterrupted one. Streams: 0 epoch order, 1 flips, 2 masks, 3 reference picks, 4 reference
-flips, 5 reference dropout.
+flips, 5 reference dropout. Two-Face v2's reference prior (prior_batch) is a function of these draws and of the
+photos' landmarks, found once (landmark_cache.py).
 """
+
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,7 +16,7 @@ from torch import nn
 
 from faceinpaint.config import Config
 from faceinpaint.data import TwoFaceDataset
-from faceinpaint.data_device import identity_index, load_uint8
+from faceinpaint.data_device import identity_index, image_names, load_uint8
 from faceinpaint.losses import hole_metrics
 from faceinpaint.masks import mask_set, torch_masks
 
@@ -22,6 +26,14 @@ def seeded(*numbers: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence(list(numbers)).generate_state(1)[0]))
 
 
+def _source(cfg: Config, split: str):
+    """What load_uint8 reads for the train or val split: the data path, or the seed's dataset split."""
+    path = cfg.data.train if split == "train" else cfg.data.val
+    if cfg.data.layout == "twoface":
+        return TwoFaceDataset(path, "train" if split == "train" else "validation", cfg.model.resolution, flip=False)
+    return path
+
+
 def load_images(cfg: Config, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """uint8 (N, 3, R, R) images of the train or val split, and int64 (N,) identities when the arch needs them.
 
@@ -29,13 +41,19 @@ def load_images(cfg: Config, split: str) -> tuple[torch.Tensor, torch.Tensor | N
     name. Layout "twoface": both name the seed's dataset dir (or its data.zip); train reads its `train/` split,
     val its `validation/` split, and every photo of a split (masked, real, reference) may play every role.
     """
-    path = cfg.data.train if split == "train" else cfg.data.val
-    source = path
-    if cfg.data.layout == "twoface":
-        name = "train" if split == "train" else "validation"
-        source = TwoFaceDataset(path, name, cfg.model.resolution, flip=False)
+    source = _source(cfg, split)
     images = load_uint8(source, cfg.model.resolution, cfg.data.workers)
     return images, (identity_index(source) if cfg.model.arch == "twoface" else None)
+
+
+def load_landmarks(cfg: Config, split: str, images: torch.Tensor) -> torch.Tensor:
+    """dlib's 68 landmarks (N, 68, 2) of the split's photos (the reference prior's), cached beside the data path."""
+    from faceinpaint.landmark_cache import cached_landmarks
+
+    path = cfg.data.train if split == "train" else cfg.data.val
+    cache = Path(f"{path}.{split}-landmarks{cfg.model.resolution}.npz")
+    workers = max(1, min(cfg.data.workers, os.cpu_count() or 1))
+    return cached_landmarks(images, image_names(_source(cfg, split)), cache, workers)
 
 
 def batch_index(size: int, step: int, rank: int, world: int, cfg: Config) -> torch.Tensor:
@@ -49,11 +67,18 @@ def batch_index(size: int, step: int, rank: int, world: int, cfg: Config) -> tor
     return index
 
 
+def drawn_flips(count: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """(count,) bool: which samples `pixels` mirrors (probability 1/2 each when `flip`)."""
+    if not flip:
+        return torch.zeros(count, dtype=torch.bool)
+    return torch.rand(count, generator=generator) < 0.5
+
+
 def pixels(images: torch.Tensor, index: torch.Tensor, flip: bool, generator: torch.Generator, device) -> torch.Tensor:
     """uint8 images[index], mirrored with probability 1/2 when `flip`, as float [-1, 1] on the device."""
     chosen = images[index.to(images.device)].to(device, non_blocking=True)
     if flip:
-        flips = (torch.rand(len(index), generator=generator) < 0.5).to(device)
+        flips = drawn_flips(len(index), flip, generator).to(device)
         chosen = torch.where(flips.view(-1, 1, 1, 1), chosen.flip(-1), chosen)
     return chosen.float() / 127.5 - 1.0
 
@@ -99,19 +124,45 @@ class References:
 
 def reference_batch(
     images: torch.Tensor, references: References, index: torch.Tensor, step: int, rank: int, cfg: Config, device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(reference (B, 3, R, R) in [-1, 1], available (B,), given (B,)) for the images `index` of a step.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(reference (B, 3, R, R) in [-1, 1], available (B,), given (B,), picks (B,)) for the images `index` of a step.
 
     `available`: the person has another photo (the identity loss to the reference uses it). `given`: available
     and not dropped (probability `train.reference_dropout`): the generator's `has_reference`. References that are
     not given are zeroed; the model ignores them exactly, by the flag, never reading them as a black photo.
+    `picks`: the references' image numbers.
     """
     picks, available = references.pick(index, seeded(cfg.train.seed, 3, step, rank))
     reference = pixels(images, picks, cfg.data.flip, seeded(cfg.train.seed, 4, step, rank), device)
     kept = torch.rand(len(index), generator=seeded(cfg.train.seed, 5, step, rank)) >= cfg.train.reference_dropout
     given = (available & kept).to(device)
     reference = reference * available.to(device).view(-1, 1, 1, 1)
-    return reference, available.to(device), given
+    return reference, available.to(device), given, picks
+
+
+def prior_batch(
+    reference: torch.Tensor,
+    landmarks: torch.Tensor,
+    index: torch.Tensor,
+    picks: torch.Tensor,
+    mask: torch.Tensor,
+    step: int,
+    rank: int,
+    cfg: Config,
+) -> torch.Tensor:
+    """The reference prior (B, 4, R, R) of a step's batch: each reference warped onto its masked image by the
+    photos' landmarks (N, 68, 2), mirrored as `pixels` mirrored the photos (streams 1 and 4)."""
+    from faceinpaint.reference_prior import batch_prior, mirror_landmarks
+
+    size = cfg.model.resolution
+
+    def points(numbers: torch.Tensor, stream: int) -> torch.Tensor:
+        chosen = landmarks[numbers.to(landmarks.device)]
+        flips = drawn_flips(len(numbers), cfg.data.flip, seeded(cfg.train.seed, stream, step, rank))
+        flips = flips.to(landmarks.device).view(-1, 1, 1)
+        return torch.where(flips, mirror_landmarks(chosen, size), chosen).to(mask.device)
+
+    return batch_prior(reference, points(picks, 4), points(index, 1), mask)
 
 
 def hole_crops(images: torch.Tensor, mask: torch.Tensor, size: int) -> torch.Tensor:
@@ -143,9 +194,16 @@ def validation_set(cfg: Config) -> dict:
         chosen = chosen[references.count >= 2]
     chosen = chosen[: cfg.train.val_images]
     holes = torch.from_numpy(mask_set(cfg.data.masks[0], len(chosen), cfg.model.resolution, seed=0))
-    subset = {"images": images[chosen], "masks": holes[:, None].float(), "references": None}
+    subset = {"images": images[chosen], "masks": holes[:, None].float(), "references": None, "priors": None}
     if identities is not None:
-        subset["references"] = images[references.pick(chosen, seeded(0, 3))[0]]
+        picks = references.pick(chosen, seeded(0, 3))[0]
+        subset["references"] = images[picks]
+        if cfg.model.reference_prior:
+            from faceinpaint.reference_prior import batch_prior
+
+            landmarks = load_landmarks(cfg, "val", images)
+            reference = subset["references"].float() / 127.5 - 1.0
+            subset["priors"] = batch_prior(reference, landmarks[picks], landmarks[chosen], subset["masks"])
     return subset
 
 
@@ -160,7 +218,11 @@ def validate(generator: nn.Module, subset: dict, device, batch_size: int) -> dic
         for start in range(0, len(images), batch_size):
             image = real[start : start + batch_size].to(device)
             mask = holes[start : start + batch_size].to(device)
-            extra = [references[start : start + batch_size].to(device).float() / 127.5 - 1.0] if use else []
-            outputs.append(generator(image * (1 - mask), mask, *extra)[1].float().cpu())
+            extra = {}
+            if use:
+                extra["reference"] = references[start : start + batch_size].to(device).float() / 127.5 - 1.0
+                if subset.get("priors") is not None:
+                    extra["prior"] = subset["priors"][start : start + batch_size].to(device)
+            outputs.append(generator(image * (1 - mask), mask, **extra)[1].float().cpu())
         results.update({key + suffix: value for key, value in hole_metrics(torch.cat(outputs), real, holes).items()})
     return results

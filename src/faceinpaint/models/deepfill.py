@@ -89,18 +89,27 @@ class DeepFillV2(nn.Module):
         features = self.refinement_features(pasted, mask)
         return coarse, torch.tanh(self.refine_decoder(features))
 
-    def coarse_stage(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def coarse_stage(
+        self, image: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """(coarse output, coarse pasted into the hole's known surroundings, mask in the image's dtype)."""
         mask = mask.to(image.dtype)
         known = image * (1.0 - mask)
         ones = torch.ones_like(mask)
-        coarse = torch.tanh(self.coarse(torch.cat([known, ones, mask], dim=1)))  # input (B, 5, H, W)
+        coarse = torch.tanh(self.encode("coarse", torch.cat([known, ones, mask], dim=1), prior))  # (B, 5, H, W) in
         return coarse, coarse * mask + known, mask
 
-    def refinement_features(self, pasted: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def refinement_features(
+        self, pasted: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The two refinement branches, concatenated: (B, 8*base, H/4, W/4), the input of `refine_decoder`."""
-        dilated = self.refine_conv(pasted)  # (B, 4*base, H/4, W/4)
-        features = self.refine_attention_encoder(pasted)
+        dilated = self.encode("refine_conv", pasted, prior)  # (B, 4*base, H/4, W/4)
+        features = self.encode("refine_attention_encoder", pasted, prior)
         small_mask = F.max_pool2d(mask, 4)  # a cell is a hole if any of its pixels is
         features = self.refine_attention_decoder(self.attention(features, features, small_mask))
         return torch.cat([dilated, features], dim=1)
+
+    def encode(self, stage: str, x: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
+        """Run the stage `stage` (coarse, refine_conv, refine_attention_encoder) on its input. DeepFillv2 takes no
+        prior; Two-Face v2 adds its reference prior to each stage's first layer."""
+        return getattr(self, stage)(x)

@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceinpaint.models.deepfill import DeepFillV2
-from faceinpaint.models.layers import GatedConv2d
+from faceinpaint.models.layers import GatedConv2d, gated_activation
+
+PRIOR_CHANNELS = 4  # reference_prior.py: the warped reference (RGB, zero where it has no pixels) and its validity
 
 
 def coordinate_features(height: int, width: int, frequencies: int, like: torch.Tensor) -> torch.Tensor:
@@ -86,16 +88,23 @@ class TwoFace(DeepFillV2):
     learned identity encoder pools them into an embedding that modulates the refinement features (FiLM: Perez
     et al., AAAI 2018) before the shared decoder. The identity *loss* (dlib's network) is outside the model.
 
-    `forward(image, mask, reference=None, has_reference=None)`: `image` (B, 3, H, W) in [-1, 1], `mask`
-    (B, 1, H, W) with 1 = hole, H and W multiples of 8, `reference` like `image` (any multiple of 4 in size) or
-    None. Without a reference the model is plain inpainting. `has_reference` (B,) bool marks the samples whose
-    reference is real: for the others the output is exactly the no-reference output, whatever their reference
-    tensor holds (this is how training drops references per sample). Returns `(coarse, refined)`, both
-    (B, 3, H, W) in [-1, 1], not composited. Pixels under the hole are ignored.
+    v2 (`prior=True`) also takes the reference *warped onto the masked face* by landmarks (reference_prior.py:
+    the warped RGB, zero where the warp has no pixels, and its validity), through a zero-initialised convolution
+    added to the first layer of each of the three encoders: the model no longer has to discover where in the
+    reference a part lies, and a fresh v2 is exactly v1.
+
+    `forward(image, mask, reference=None, has_reference=None, prior=None)`: `image` (B, 3, H, W) in [-1, 1],
+    `mask` (B, 1, H, W) with 1 = hole, H and W multiples of 8, `reference` like `image` (any multiple of 4 in
+    size) or None; `prior` (B, 4, H, W), needed by v2 with a reference, ignored without one. Without a reference
+    the model is plain inpainting. `has_reference` (B,) bool marks the samples whose reference is real: for the
+    others the output is exactly the no-reference output, whatever their reference and prior tensors hold (this
+    is how training drops references per sample). Returns `(coarse, refined)`, both (B, 3, H, W) in [-1, 1], not
+    composited. Pixels under the hole are ignored.
     """
 
     # The modules DeepFillv2 does not have (train.reference_lr_scale applies to them).
-    REFERENCE_MODULES = ("reference_encoder", "reference_attention", "identity_encoder", "film")
+    REFERENCE_MODULES = ("reference_encoder", "reference_attention", "identity_encoder", "film", "prior_inputs")
+    PRIOR_STAGES = ("coarse", "refine_conv", "refine_attention_encoder")  # the encoders that see the prior
 
     def __init__(
         self,
@@ -103,6 +112,7 @@ class TwoFace(DeepFillV2):
         reference_width: int = 32,  # the same for the reference encoder
         identity_dim: int = 128,  # size of the learned identity embedding that drives FiLM
         attention_heads: int = 4,  # heads of the cross-attention to the reference
+        prior: bool = False,  # v2: the reference warped onto the face (reference_prior.py) as 4 more input channels
     ):
         super().__init__(width)
         if reference_width % 4:
@@ -128,10 +138,28 @@ class TwoFace(DeepFillV2):
         self.film = nn.Linear(identity_dim, 2 * features)  # per-channel (scale, shift), zero at the start
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
+        # v2: a 5x5 convolution of the prior per encoder, added to the input convolution of its first layer. Zero
+        # and without bias: a fresh model is v1, and an absent prior (zeros) changes nothing, exactly.
+        self.prior_inputs = None
+        if prior:
+            self.prior_inputs = nn.ModuleDict(
+                {stage: nn.Conv2d(PRIOR_CHANNELS, 2 * base, 5, padding=2, bias=False) for stage in self.PRIOR_STAGES}
+            )
+            for layer in self.prior_inputs.values():
+                nn.init.zeros_(layer.weight)
 
     def identity(self, reference: torch.Tensor) -> torch.Tensor:
         """The learned identity embedding (B, identity_dim), unit length, of reference photos."""
         return F.normalize(self.identity_encoder(self.reference_encoder(reference)).float(), dim=1)
+
+    def encode(self, stage: str, x: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
+        """DeepFillv2's encoder `stage`, with the prior's convolution added before its first layer's gate (v2)."""
+        layers = getattr(self, stage)
+        if prior is None or self.prior_inputs is None:
+            return layers(x)
+        first = layers[0]
+        joint = first.conv(x) + self.prior_inputs[stage](prior.to(x.dtype))
+        return layers[1:](gated_activation(joint, first.activation_name))
 
     def forward(
         self,
@@ -139,9 +167,18 @@ class TwoFace(DeepFillV2):
         mask: torch.Tensor,
         reference: torch.Tensor | None = None,
         has_reference: torch.Tensor | None = None,
+        prior: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        coarse, pasted, mask = self.coarse_stage(image, mask)
-        features = self.refinement_features(pasted, mask)  # (B, 8*base, H/4, W/4)
+        if reference is None or self.prior_inputs is None:
+            prior = None  # the prior is the reference's: without one (or in a v1 model) there is none
+        elif prior is None:
+            raise ValueError(
+                "this Two-Face model (v2) needs the reference prior with its reference (reference_prior.py)"
+            )
+        elif has_reference is not None:  # dropped samples see no prior: zeros, which add exactly nothing
+            prior = prior * has_reference.to(prior.device, prior.dtype).view(-1, 1, 1, 1)
+        coarse, pasted, mask = self.coarse_stage(image, mask, prior)
+        features = self.refinement_features(pasted, mask, prior)  # (B, 8*base, H/4, W/4)
         if reference is not None:
             if reference.ndim != 4 or reference.shape[:2] != image.shape[:2]:
                 raise ValueError(f"reference {tuple(reference.shape)} does not fit image {tuple(image.shape)}")
