@@ -215,7 +215,9 @@ def test_reference_branch_learning_rate_scale(tmp_path):
     names = [name for name, _ in result.generator.named_parameters()]
     deepfill_names = {name for name, _ in DeepFillV2(width=8).named_parameters()}
     assert [names[i] for i in inherited["params"]] == [name for name in names if name in deepfill_names]
-    assert {names[i].split(".")[0] for i in branch["params"]} == set(TwoFace.REFERENCE_MODULES)
+    present = {name for name in TwoFace.REFERENCE_MODULES if getattr(result.generator, name) is not None}
+    assert present == set(TwoFace.REFERENCE_MODULES) - {"prior_inputs"}  # v1: no prior convolutions
+    assert {names[i].split(".")[0] for i in branch["params"]} == present
 
     config["train"].update(max_steps=3, reference_lr_scale=1.0)
     with pytest.raises(InpaintError, match="2 parameter group"):
