@@ -26,7 +26,7 @@ from faceinpaint.evaluate import list_images, load_masks, read_batch
 from faceinpaint.identity import SFaceJudge, cosine
 from faceinpaint.images import tensor_to_uint8
 from faceinpaint.inpainter import Inpainter
-from faceinpaint.references import same_person_references
+from faceinpaint.references import photos_by_person, same_person_references
 
 sys.path.insert(0, str(Path(__file__).parent))
 from paired_difference import summary  # noqa: E402
@@ -36,10 +36,7 @@ CONDITIONS = ("own", "other", "none")
 
 def other_person_photos(images: dict[str, Path], pool: str, seed: int) -> dict[str, Path]:
     """{key: a photo of another person} from the pool: the person drawn uniformly, then one of their photos."""
-    by_person: dict[Path, list[Path]] = {}
-    for path in list_images(pool).values():
-        resolved = Path(path).resolve()
-        by_person.setdefault(resolved.parent, []).append(resolved)
+    by_person = photos_by_person(pool)
     people = sorted(by_person)
     chosen = {}
     for key, path in images.items():

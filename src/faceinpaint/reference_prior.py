@@ -8,11 +8,14 @@ target's landmarks outside the hole (by `TRUST_MARGIN` eye distances), all of th
 validity mask (1 = reference pixels there).
 """
 
-import numpy as np
+import warnings
+
 import torch
 import torch.nn.functional as F
 
-from faceinpaint.reference_warp import MIN_TRUSTED, TRUST_MARGIN, WarpedReference
+from faceinpaint.errors import InpaintError
+from faceinpaint.images import tensor_to_uint8, uint8_to_tensor
+from faceinpaint.reference_warp import MIN_TRUSTED, TRUST_MARGIN, WarpedReference, warp_reference
 
 # dlib's 68 landmarks of a mirrored face: point i of the mirror image is point FLIP_68[i] of the face, mirrored
 # (jaw, brows, nose, nostrils, eyes, outer and inner lips, each read from the other side).
@@ -111,9 +114,8 @@ def batch_prior(
 
 def prior_from_warp(warp: WarpedReference) -> torch.Tensor:
     """The prior (1, 4, H, W) of reference_warp.warp_reference's result (the inference path)."""
-    image = torch.from_numpy(np.ascontiguousarray(warp.image)).permute(2, 0, 1).float() / 127.5 - 1.0
-    valid = torch.from_numpy(warp.valid)[None].float()
-    return torch.cat([image * valid, valid])[None]
+    valid = torch.from_numpy(warp.valid)[None, None].float()
+    return torch.cat([uint8_to_tensor(warp.image[None]) * valid, valid], dim=1)
 
 
 def image_prior(image: torch.Tensor, hole: torch.Tensor, reference: torch.Tensor, landmarks: int = 68) -> torch.Tensor:
@@ -121,12 +123,6 @@ def image_prior(image: torch.Tensor, hole: torch.Tensor, reference: torch.Tensor
     hole, and their references (B, 3, h, w): reference_warp.warp_reference per image. Where it fails (no face in
     the reference, degenerate landmarks) that image gets an empty prior, with a warning: the model then completes
     it from the reference's cross-attention alone."""
-    import warnings
-
-    from faceinpaint.errors import InpaintError
-    from faceinpaint.images import tensor_to_uint8
-    from faceinpaint.reference_warp import warp_reference
-
     priors = []
     holes = hole[:, 0].cpu().numpy() > 0.5
     for one, where, other in zip(tensor_to_uint8(image.cpu()), holes, tensor_to_uint8(reference.cpu()), strict=True):

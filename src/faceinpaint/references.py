@@ -13,8 +13,8 @@ import numpy as np
 from faceinpaint.errors import InpaintError
 
 
-def same_person_references(images: dict[str, Path], pool: str | Path, seed: int = 0) -> dict[str, Path]:
-    """{key: reference path} for every image of `images`, drawn from the folder or file list `pool`."""
+def photos_by_person(pool: str | Path) -> dict[Path, list[Path]]:
+    """{person folder: its photos} of the folder or file list `pool` (resolved paths)."""
     from faceinpaint.evaluate import list_images
 
     if not Path(pool).exists():
@@ -23,6 +23,12 @@ def same_person_references(images: dict[str, Path], pool: str | Path, seed: int 
     for path in list_images(pool).values():
         resolved = Path(path).resolve()
         by_person.setdefault(resolved.parent, []).append(resolved)
+    return by_person
+
+
+def same_person_references(images: dict[str, Path], pool: str | Path, seed: int = 0) -> dict[str, Path]:
+    """{key: reference path} for every image of `images`, drawn from the folder or file list `pool`."""
+    by_person = photos_by_person(pool)
     chosen = {}
     for key, path in images.items():
         own = Path(path).resolve()
