@@ -82,3 +82,19 @@ def test_cli_export_onnx(tiny, tmp_path, capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "example:" in capsys.readouterr().out
+
+
+def test_serve_runs_networks_on_the_cpu_through_onnxruntime_by_default(tiny, tmp_path, monkeypatch, capsys):
+    """`serve --backend auto` (the default): onnxruntime for a network with a graph on the CPU (faster per request,
+    the export paid once at start), torch for classical methods; --backend torch keeps PyTorch."""
+    import faceinpaint.server
+
+    served = {}
+    monkeypatch.setattr(faceinpaint.server, "serve", lambda inpainters, *args, **kwargs: served.update(inpainters))
+    model_dir = tiny.save_pretrained(tmp_path / "tiny")
+    assert main(["serve", "--weights", str(model_dir), "telea", "--device", "cpu"]) == 0
+    assert served["tiny"].backend == "onnx" and served["telea"].backend == "torch"
+    assert "exporting to ONNX" in capsys.readouterr().out
+    served.clear()
+    assert main(["serve", "--weights", str(model_dir), "--device", "cpu", "--backend", "torch"]) == 0
+    assert served["tiny"].backend == "torch"

@@ -269,3 +269,40 @@ def test_inference_attention_in_slices_equals_the_whole(monkeypatch):
         sliced = attention(features, reference)
     assert whole.abs().max() > 0
     torch.testing.assert_close(sliced, whole, rtol=0, atol=1e-6)
+
+
+def test_attention_takes_the_fused_cpu_kernel_and_matches_plain_softmax_attention():
+    """Queries, keys and values are dense in their last dimension (the CPU flash kernel's condition; a transposed
+    view fell back to the math path, 3.4x slower), and the result is softmax(q k^T / sqrt(d)) v."""
+    from faceinpaint.models import twoface
+
+    torch.manual_seed(0)
+    attention = twoface.ReferenceAttention(32, 16)
+    torch.nn.init.normal_(attention.out.weight)
+    features, reference = torch.randn(2, 32, 8, 8), torch.randn(2, 16, 4, 4)
+    tokens = attention._tokens(attention.value(reference))
+    assert tokens.shape == (2, 4, 16, 8) and tokens.stride(-1) == 1
+    with torch.no_grad():
+        where = twoface.coordinate_features(8, 8, 4, features).expand(2, -1, -1, -1)
+        where_ref = twoface.coordinate_features(4, 4, 4, reference).expand(2, -1, -1, -1)
+        q = attention._tokens(attention.query(torch.cat([features, where], 1)))
+        k = attention._tokens(attention.key(torch.cat([reference, where_ref], 1)))
+        v = attention._tokens(attention.value(reference))
+        plain = torch.softmax(q @ k.transpose(2, 3) / 8**0.5, dim=-1) @ v  # (B, heads, 64, 8)
+        expected = attention.out(plain.transpose(2, 3).reshape(2, 32, 8, 8))
+        torch.testing.assert_close(attention(features, reference), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_one_reference_serves_every_face_of_a_batch_in_one_face_calls():
+    """On a CPU the Inpainter runs one face per network call (faster per face); a single reference photo must
+    still reach every face of a larger batch, as if each face were inpainted on its own."""
+    config = {"arch": "twoface", "args": {"width": 8, "reference_width": 8, "identity_dim": 16}, "resolution": 32,
+              "reference": True}  # fmt: skip
+    inpainter = Inpainter("tiny-twoface", config, _tiny(), device="cpu")
+    assert inpainter.batch_size == 1
+    images, mask, references = batch_inputs()
+    images = torch.cat([images, images.flip(-1)])  # 4 faces, 1 reference
+    together = inpainter(images, mask[:1], references[:1], align="never")
+    for index in range(4):
+        alone = inpainter(images[index], mask[0, 0], references[0], align="never")
+        torch.testing.assert_close(together[index], alone, rtol=0, atol=1e-6)

@@ -191,13 +191,18 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from faceinpaint.export import onnx_is_faster
     from faceinpaint.inpainter import Inpainter
     from faceinpaint.server import LOOPBACK_HOSTS, Limits, serve
     from faceinpaint.weights import best_model
 
     inpainters = {}
     for weights in args.weights or [best_model()]:
-        inpainter = Inpainter.from_pretrained(weights, device=args.device, backend=args.backend)
+        backend = "torch" if args.backend == "auto" else args.backend
+        inpainter = Inpainter.from_pretrained(weights, device=args.device, backend=backend)
+        if args.backend == "auto" and onnx_is_faster(inpainter):  # a server lives long enough to repay the export
+            print(f"{inpainter.name}: exporting to ONNX for onnxruntime (~30 s; --backend torch skips it)")
+            inpainter = Inpainter(inpainter.name, inpainter.config, inpainter.model, args.device, "onnx")
         inpainters[inpainter.name] = inpainter
     aliases = dict(item.split("=", 1) for item in args.alias if "=" in item)
     if len(aliases) != len(args.alias):
@@ -441,7 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     serve.add_argument(
-        "--backend", choices=("torch", "onnx"), default="torch", help="run networks with (default torch)"
+        "--backend",
+        choices=("auto", "torch", "onnx"),
+        default="auto",
+        help="run networks with; auto (default): onnxruntime for a network on the CPU when faceinpaint[export] is "
+        "installed and the model has a graph (about 1.2x faster, after a ~30 s export at start), else torch",
     )
     serve.add_argument("--alias", action="append", default=[], metavar="NAME=MODEL", help="another name for a model")
     serve.add_argument(

@@ -51,10 +51,29 @@ class UInt8Pipeline(nn.Module):
         return torch.where(hole, out, pixels).permute(0, 2, 3, 1)  # (B, R, R, 3) uint8
 
 
+def onnx_is_faster(inpainter) -> bool:
+    """Whether the onnxruntime backend is the faster choice for this inpainter: a network with an ONNX graph on
+    the CPU, with faceinpaint[export] installed. Measured on this project's 2-core CPU (benchmarks/speed.py,
+    docs/benchmarks.md "CPU inference"): about 1.2x PyTorch per face, at the cost of an export (~30 s) when the
+    Inpainter is built, so it pays in a long-lived server, not in a one-off command."""
+    if inpainter.model is None or inpainter.device.type != "cpu" or _is_twoface_v2(inpainter):
+        return False
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _is_twoface_v2(inpainter) -> bool:
+    return getattr(inpainter.model, "prior_inputs", None) is not None
+
+
 def _pipeline(inpainter) -> UInt8Pipeline:
     if inpainter.model is None:
         raise InpaintError(f"{inpainter.name} is a classical method: only networks can be exported")
-    if getattr(inpainter.model, "prior_inputs", None) is not None:
+    if _is_twoface_v2(inpainter):
         raise InpaintError(
             f"{inpainter.name} is Two-Face v2: its reference prior (a landmark warp) runs outside the network, so "
             "it has no ONNX graph yet; use the torch backend"

@@ -154,7 +154,9 @@ class Inpainter:
         self.uses_reference = bool(config.get("reference", False))
         # A classical reference method (reference-paste) has nothing to fall back on without a reference.
         self.needs_reference = self.uses_reference and model is None
-        self.batch_size = 8
+        # Faces per network call. On a CPU one: larger 256 px batches are slower per face there, as their
+        # activations leave the cache (measured: docs/benchmarks.md, "CPU inference").
+        self.batch_size = 1 if self.device.type == "cpu" else 8
         # backend "onnx": the network runs as the exported uint8 graph in onnxruntime (export.py), same results
         # within 2/255; it is exported in memory when the Inpainter is built.
         if backend not in ("torch", "onnx"):
@@ -318,7 +320,7 @@ class Inpainter:
             self._run_network(
                 image[i : i + self.batch_size],
                 hole[i : i + self.batch_size],
-                None if reference is None else reference[i : i + self.batch_size],
+                reference if reference is None or len(reference) == 1 else reference[i : i + self.batch_size],
             )
             for i in range(0, image.shape[0], self.batch_size)
         ]

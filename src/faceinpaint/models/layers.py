@@ -53,8 +53,15 @@ def gated_activation(conv_output: torch.Tensor, activation: str) -> torch.Tensor
     """activation(first half of the channels) * sigmoid(second half): (B, 2C, H, W) -> (B, C, H, W)."""
     if torch.is_grad_enabled() and conv_output.requires_grad:  # training: the leaner autograd node
         return _GatedActivation.apply(conv_output, activation)
-    features, gate = conv_output.chunk(2, dim=1)  # inference and export: plain ops
-    return ACTIVATIONS[activation](features) * torch.sigmoid(gate)
+    # Inference and export: plain ops, in place on the convolution's fresh output (slices, not chunk: a traced
+    # TorchScript module refuses in-place ops on the views of a multi-view op).
+    half = conv_output.shape[1] // 2
+    features, gate = conv_output[:, :half], conv_output[:, half:]
+    if activation == "elu":
+        features = F.elu_(features)
+    else:
+        features = F.relu_(features)
+    return features.mul_(gate.sigmoid_())
 
 
 class GatedConv2d(nn.Module):
@@ -118,7 +125,7 @@ class GatedUpConv2d(nn.Module):
         self.conv = GatedConv2d(in_channels, out_channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv, (batch, _, height, width) = self.conv.conv, x.shape
+        conv, (height, width) = self.conv.conv, x.shape[-2:]
         fold = _UPSAMPLE_FOLD.to(conv.weight)
         # (row phase, column phase, 2C, in, 2, 2) -> output channels ordered (feature/gate half, phase, C), so that
         # one gate call serves all four phases.
@@ -133,8 +140,9 @@ class GatedUpConv2d(nn.Module):
             phases[:, index * channels : (index + 1) * channels, row : row + height, column : column + width]
             for index, (row, column) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1)))
         ]
-        out = torch.stack(parts, dim=2).unflatten(2, (2, 2))  # (B, C, row phase, column phase, H, W)
-        out = out.permute(0, 1, 4, 2, 5, 3).reshape(batch, channels, 2 * height, 2 * width)
+        # (B, C * 4, H, W) with channel c's phases (row, column) at 4c + 2 * row + column: what pixel_shuffle
+        # interleaves (one DepthToSpace in ONNX, where the 6D permute was a slow Transpose).
+        out = F.pixel_shuffle(torch.stack(parts, dim=2).flatten(1, 2), 2)
         return out.contiguous(memory_format=_layout(x))
 
 
@@ -225,11 +233,13 @@ class ContextualAttention(nn.Module):
 def _diagonal_sum(scores: torch.Tensor, size: int) -> torch.Tensor:
     """out[b, p, q] = sum over |d| <= size // 2 of scores[b, p + d, q + d] (zero outside): a 2D convolution of the
     (L, L) score image with a size x size identity kernel, as shifted adds (a one-channel convolution over an
-    (h*w)^2 image is slow, and more so its backward)."""
-    out, length = scores.clone(), scores.shape[-1]
+    (h*w)^2 image is slow, and more so its backward). Out of place with zero padding, not slice assignment: the
+    same values, and an ONNX graph of Pad and Add instead of ScatterND over index tensors and their Transposes
+    (which made onnxruntime slower than PyTorch: docs/benchmarks.md, "CPU inference")."""
+    out = scores
     for shift in range(1, size // 2 + 1):
-        out[:, : length - shift, : length - shift] += scores[:, shift:, shift:]
-        out[:, shift:, shift:] += scores[:, : length - shift, : length - shift]
+        out = out + F.pad(scores[:, shift:, shift:], (0, shift, 0, shift))
+        out = out + F.pad(scores[:, :-shift, :-shift], (shift, 0, shift, 0))
     return out
 
 

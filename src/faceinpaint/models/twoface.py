@@ -59,7 +59,10 @@ class ReferenceAttention(nn.Module):
 
     def _tokens(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels = x.shape[:2]
-        return x.view(batch, self.heads, channels // self.heads, -1).transpose(2, 3)  # (B, heads, HW, C/heads)
+        # (B, heads, HW, C/heads), contiguous: CPU attention takes its fused (flash) kernel only when the last
+        # dimension is dense; the transposed view fell back to the math path, which holds the whole score map
+        # (Two-Face inference 1.7x slower in all: docs/benchmarks.md, "CPU inference").
+        return x.view(batch, self.heads, channels // self.heads, -1).transpose(2, 3).contiguous()
 
     def forward(self, features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) features attend to (B, Cr, h', w') reference features; returns (B, C, h, w)."""
