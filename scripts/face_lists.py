@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from faceinpaint.data import find_images
-from faceinpaint.data_tools import write_text
+from faceinpaint.data_tools import write_lines
 from faceinpaint.errors import InpaintError
 
 SETS = ("celeba-id-256", "celeba-align-id-256", "aaf-256")
@@ -47,18 +47,18 @@ def main() -> int:
     try:
         train, val = split(args.faces)
         args.out.mkdir(parents=True, exist_ok=True)
-        write_text(args.out / "train.flist", [str(path) for path in train])
-        write_text(args.out / "val.flist", [str(path) for path in val])
+        write_lines(args.out / "train.flist", [str(path) for path in train])
+        write_lines(args.out / "val.flist", [str(path) for path in val])
         identified = [path for path in train if path.parent.name not in SETS]
-        write_text(args.out / "train-id.flist", [str(path) for path in identified])
+        write_lines(args.out / "train-id.flist", [str(path) for path in identified])
         # Every third validation photo (337, 55 of the 57 people): the model-card study, sized for a 2-core CPU.
-        write_text(args.out / "val-study.flist", [str(path) for path in val[::3]])
+        write_lines(args.out / "val-study.flist", [str(path) for path in val[::3]])
         # Every twelfth (85): the Two-Face study, which runs each reference-guided model twice on four mask sets.
-        write_text(args.out / "val-twoface.flist", [str(path) for path in val[::12]])
+        write_lines(args.out / "val-twoface.flist", [str(path) for path in val[::12]])
         # Every sixth (169): the recipe ablation (docs/training-recipes.md), which compares seven models.
-        write_text(args.out / "val-ablation.flist", [str(path) for path in val[::6]])
+        write_lines(args.out / "val-ablation.flist", [str(path) for path in val[::6]])
         # Every fourth training photo (3,984): the ablation arms' training set, quick to decode.
-        write_text(args.out / "train-ablation.flist", [str(path) for path in train[::4]])
+        write_lines(args.out / "train-ablation.flist", [str(path) for path in train[::4]])
     except (InpaintError, OSError) as error:
         print(f"face_lists: {error}", file=sys.stderr)
         return 1

@@ -9,7 +9,7 @@ from skimage import data
 
 from faceinpaint.demo import load_sample
 from faceinpaint.errors import InpaintError
-from faceinpaint.faces import _hog_detector, _shape_predictor
+from faceinpaint.faces import hog_detector, shape_predictor
 from faceinpaint.images import uint8_to_tensor
 from faceinpaint.models import dlib_resnet
 from faceinpaint.models.dlib_resnet import (
@@ -42,9 +42,9 @@ def dlib_network():
 
 def dlib_shape(image: np.ndarray):
     """dlib's 5-point shape of the largest face (HOG detector, one upsampling)."""
-    boxes = _hog_detector()(image, 1)
+    boxes = hog_detector()(image, 1)
     assert len(boxes) > 0
-    return _shape_predictor(5)(image, max(boxes, key=lambda box: box.area()))
+    return shape_predictor(5)(image, max(boxes, key=lambda box: box.area()))
 
 
 def descriptors(network: DlibResNet, chips: np.ndarray) -> np.ndarray:

@@ -165,13 +165,13 @@ def test_missing_extra_is_a_clear_error(monkeypatch, astronaut, tiny_network):
         raise ImportError(name)
 
     monkeypatch.setattr(faces_module.importlib, "import_module", missing)
-    faces_module._hog_detector.cache_clear()
+    faces_module.hog_detector.cache_clear()
     try:
         with pytest.raises(InpaintError, match=r"install 'faceinpaint\[faces\]'"):
             detect_faces(astronaut)
     finally:
         monkeypatch.undo()
-        faces_module._hog_detector.cache_clear()
+        faces_module.hog_detector.cache_clear()
     monkeypatch.setattr(faces_module, "faces_available", lambda: False)
     with pytest.warns(UserWarning, match=r"install faceinpaint\[faces\]"):
         assert not needs_alignment(tiny_network, astronaut[:, :400], "auto")

@@ -1,11 +1,15 @@
 """Atomic file writes: a temporary file in the destination's folder, then a rename, so a file is whole or absent."""
 
+import csv
+import io
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from faceinpaint.errors import InpaintError
 
 # atomic_write's temporary files are named f".{name}.{random}{TEMPORARY_SUFFIX}" (a process killed while writing
 # leaves one behind: see checkpoint.remove_stale_temporaries).
@@ -50,3 +54,24 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
         Path(temporary).unlink(missing_ok=True)
         raise
     _sync_folder(path.parent)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically; an OSError becomes a one-line InpaintError naming the file."""
+    try:
+        with atomic_write(path) as stream:
+            stream.write(text.encode("utf-8"))
+    except OSError as error:
+        raise InpaintError(f"output {path}: cannot write it ({error.strerror or error})") from None
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write dict rows as CSV atomically (columns: every key, in first-seen order); nothing for no rows."""
+    if not rows:
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)),
+                            lineterminator="\n")  # fmt: skip
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())

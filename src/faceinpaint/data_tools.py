@@ -13,7 +13,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from faceinpaint.atomic import atomic_write
+from faceinpaint.atomic import atomic_write, write_text
 from faceinpaint.data import LIST_FILES, find_images, is_image_name
 from faceinpaint.errors import InpaintError
 
@@ -61,13 +61,9 @@ def check_out(out: str | os.PathLike, root: str | os.PathLike) -> Path:
     return out
 
 
-def write_text(path: Path, lines: list[str]) -> None:
-    """Write lines (newline-terminated) atomically: a temporary file in the same folder, then a rename."""
-    try:
-        with atomic_write(path) as stream:
-            stream.write("".join(line + "\n" for line in lines).encode("utf-8"))
-    except OSError as error:
-        raise InpaintError(f"output {path}: cannot write it ({error.strerror or error})") from None
+def write_lines(path: Path, lines: list[str]) -> None:
+    """Write lines (newline-terminated) atomically (atomic.write_text)."""
+    write_text(path, "".join(line + "\n" for line in lines))
 
 
 def identity_groups(identities: dict[str, list[Path]]) -> list[list[str]]:
@@ -181,8 +177,8 @@ def make_file_lists(
     def line(path: Path) -> str:
         return os.path.relpath(path.resolve(), out.resolve()) if relative else str(path.resolve())
 
-    write_text(out / "train.flist", [line(path) for path in train])
-    write_text(out / "val.flist", [line(path) for path in val])
+    write_lines(out / "train.flist", [line(path) for path in train])
+    write_lines(out / "val.flist", [line(path) for path in val])
     return {"train": len(train), "val": len(val), **counts}
 
 
@@ -315,7 +311,7 @@ def make_twoface(
         for kind in ("real", "masked"):
             rng.shuffle(lists[kind])  # the seed shuffles these lists (`shuf`); references stay by identity
         for kind, lines in lists.items():
-            write_text(out / split / LIST_FILES[kind], lines)
+            write_lines(out / split / LIST_FILES[kind], lines)
         counts[f"{split}_identities"] = len(members)
         for kind in ("real", "masked"):
             counts[f"{split}_{kind}"] = len(lists[kind])

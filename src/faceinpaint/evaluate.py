@@ -5,8 +5,6 @@
 results dict. Ground-truth features (Inception, face embeddings) are computed once and shared by all methods.
 """
 
-import csv
-import io
 import json
 import math
 import time
@@ -18,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from faceinpaint import __version__
-from faceinpaint.atomic import atomic_write
+from faceinpaint.atomic import atomic_write, write_csv, write_text
 from faceinpaint.data import find_images
 from faceinpaint.errors import InpaintError
 from faceinpaint.images import read_image, read_mask, tensor_to_uint8, uint8_to_tensor, write_image
@@ -209,7 +207,7 @@ def evaluate(
         {"protocol": {...}, "methods": {name: {"all": {column: value, "count": n}, "bins": {bin: {...}},
         "seconds": s}}}; per-image values are averaged (NaN-skipping), set-level ones use all images of the bin.
     """
-    from faceinpaint.inpainter import Inpainter, _device
+    from faceinpaint.inpainter import Inpainter, resolve_device
 
     unknown = [name for name in metrics if name not in METRICS]
     if unknown:
@@ -217,7 +215,7 @@ def evaluate(
     if not weights:
         raise InpaintError("give at least one method to evaluate (--weights)")
     columns = [column for name in metrics for column in METRICS[name]]
-    out_dir, run_device = Path(out_dir), _device(device)
+    out_dir, run_device = Path(out_dir), resolve_device(device)
     found = images if isinstance(images, dict) else list_images(images)
     keys = list(found)[:limit] if limit else list(found)
     paths = [Path(found[key]) for key in keys]
@@ -305,7 +303,7 @@ def evaluate(
         "methods": results,
     }
     write_results(report, out_dir)
-    _write_csv(per_image_rows, out_dir / "per_image.csv")
+    write_csv(out_dir / "per_image.csv", per_image_rows)
     with atomic_write(out_dir / MASKS_FILE) as stream:  # the exact holes, e.g. for figures: read_masks(out_dir)
         np.savez_compressed(stream, keys=np.array(keys), holes=np.packbits(holes, axis=-1), width=size[1])
     return report
@@ -401,27 +399,11 @@ def result_rows(report: dict) -> list[dict]:
     return rows
 
 
-def _write_text(text: str, path: Path) -> None:
-    with atomic_write(path) as stream:
-        stream.write(text.encode())
-
-
-def _write_csv(rows: list[dict], path: Path) -> None:
-    if not rows:
-        return
-    buffer = io.StringIO()
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    _write_text(buffer.getvalue(), path)
-
-
 def write_results(report: dict, out_dir: Path) -> None:
     """Write results.json, results.csv and results.md (overall and per-bin tables) atomically into out_dir."""
     protocol = report["protocol"]
-    _write_text(json.dumps(report, indent=2, allow_nan=True) + "\n", out_dir / "results.json")
-    _write_csv(result_rows(report), out_dir / "results.csv")
+    write_text(out_dir / "results.json", json.dumps(report, indent=2, allow_nan=True) + "\n")
+    write_csv(out_dir / "results.csv", result_rows(report))
     title = f"{protocol['count']} images ({protocol['images']}), masks {protocol['masks']}"
     text = f"# Evaluation: {title}\n\n{results_table(report)}\n## Per hole-ratio bin\n\n"
-    _write_text(text + results_table(report, per_bin=True), out_dir / "results.md")
+    write_text(out_dir / "results.md", text + results_table(report, per_bin=True))

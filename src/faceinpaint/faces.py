@@ -73,12 +73,14 @@ def faces_available() -> bool:
 
 
 @cache
-def _hog_detector():
+def hog_detector():
+    """dlib's HOG face detector (loaded once)."""
     return _require("dlib").get_frontal_face_detector()
 
 
 @cache
-def _shape_predictor(points: int):
+def shape_predictor(points: int):
+    """dlib's 68- or 5-point landmark model (loaded once) from face-recognition-models."""
     if points not in LANDMARK_MODELS:
         raise InpaintError(f"landmarks must be 68 or 5, got {points!r}")
     dlib, models = _require("dlib"), _require("face_recognition_models")
@@ -101,7 +103,7 @@ def _yunet():
 
 
 def _detect_hog(image: np.ndarray) -> list[tuple[tuple[float, float, float, float], float, None]]:
-    detector = _hog_detector()
+    detector = hog_detector()
     rects, scores, _ = detector.run(image, 0, 0.0)
     if not rects and max(image.shape[:2]) <= HOG_UPSAMPLE_MAX_SIDE:
         rects, scores, _ = detector.run(image, 1, 0.0)
@@ -177,7 +179,7 @@ def detect_faces(image: np.ndarray, detector: str = "hog", landmarks: int = 68) 
         if landmarks == 5 and five is not None:  # YuNet's own points: eye centres and mouth corners
             faces.append(Face(box, score, five))
             continue
-        shape = _shape_predictor(landmarks)(image, _dlib_box(box, detector))
+        shape = shape_predictor(landmarks)(image, _dlib_box(box, detector))
         parts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
         if landmarks == 68:
             faces.append(Face(box, score, points_from_68(parts), parts))

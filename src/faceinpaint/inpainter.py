@@ -34,7 +34,7 @@ from faceinpaint.models import ARCHITECTURES
 from faceinpaint.weights import resolve
 
 
-def _device(device: str) -> torch.device:
+def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -148,7 +148,7 @@ class Inpainter:
         """Wrap a generator (or, with `model=None`, the classical method `config["method"]`); see from_pretrained."""
         self.name = name
         self.config = config
-        self.device = _device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval() if model is not None else None
         self.resolution = config.get("resolution")
         self.uses_reference = bool(config.get("reference", False))

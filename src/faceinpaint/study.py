@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from faceinpaint.atomic import write_csv, write_text
 from faceinpaint.errors import InpaintError
 from faceinpaint.evaluate import (
     COLUMNS,
     METRICS,
-    _write_csv,
-    _write_text,
     evaluate,
     list_images,
     read_masks,
@@ -104,10 +103,10 @@ def run_study(config: StudyConfig, device: str = "auto", progress: bool = True) 
             device=device,
             progress=progress,
         )
-    _write_text(json.dumps(reports, indent=2) + "\n", out / "study.json")
+    write_text(out / "study.json", json.dumps(reports, indent=2) + "\n")
     rows = [{"masks": kind} | row for kind, report in reports.items() for row in result_rows(report)]
-    _write_csv(rows, out / "study.csv")
-    _write_text(study_markdown(reports, len(images)), out / "study.md")
+    write_csv(out / "study.csv", rows)
+    write_text(out / "study.md", study_markdown(reports, len(images)))
     for kind in config.mask_sets:
         figure = out / f"comparison-{_slug(kind)}.png"
         comparison_figure(images, reports[kind], out / _slug(kind), figure, config.figure_faces, references)

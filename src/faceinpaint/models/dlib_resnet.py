@@ -368,17 +368,17 @@ def estimate_chip_affine(faces: list[np.ndarray]) -> np.ndarray:
     """
     import dlib
 
-    from faceinpaint.faces import _hog_detector, _shape_predictor
+    from faceinpaint.faces import hog_detector, shape_predictor
 
     ys, xs = np.mgrid[0:256, 0:256].astype(np.float32)
     v, u = np.mgrid[0:CHIP_SIZE, 0:CHIP_SIZE].reshape(2, -1)
     chip_points = np.stack([u, v, np.ones_like(u)], axis=1).astype(np.float64)
     matrices = []
     for face in faces:
-        boxes = _hog_detector()(np.ascontiguousarray(face), 1)
+        boxes = hog_detector()(np.ascontiguousarray(face), 1)
         if len(boxes) == 0:
             continue
-        shape = _shape_predictor(5)(np.ascontiguousarray(face), max(boxes, key=lambda box: box.area()))
+        shape = shape_predictor(5)(np.ascontiguousarray(face), max(boxes, key=lambda box: box.area()))
         details = dlib.get_face_chip_details(shape, CHIP_SIZE, CHIP_PADDING)
         # Bilinear sampling of a coordinate ramp is exact, so the chip of the ramps is dlib's own mapping.
         where = np.stack([dlib.extract_image_chip(ramp, details).reshape(-1) for ramp in (xs, ys)], axis=1)
