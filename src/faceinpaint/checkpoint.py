@@ -15,7 +15,6 @@ from faceinpaint.inpainter import Inpainter
 from faceinpaint.weights import is_model_dir
 
 CHECKPOINT_NAME = re.compile(r"step-(\d+)\.pt$")
-REFERENCE_ARCHITECTURES = ("twoface",)  # their config.json says "reference": true, so Inpainter takes reference=
 # The model card's first sentence per architecture.
 DESCRIPTIONS = {
     "deepfillv2": "DeepFillv2-style inpainting generator",
@@ -301,7 +300,7 @@ def slim_checkpoint(run_dir_or_checkpoint: str | Path, out: str | Path) -> Path:
 def inpainter_from_checkpoint(state: dict, device: str = "cpu") -> Inpainter:
     """The EMA generator of a loaded checkpoint, ready to inpaint."""
     config = from_dict(state["config"])
-    extra = {"reference": True} if config.model.arch in REFERENCE_ARCHITECTURES else {}
+    extra = {"reference": True} if config.model.guided else {}  # so that the Inpainter takes reference=
     inpainter = Inpainter.from_config(
         config.model.arch, config.model_args(), config.model.resolution, device=device, **extra
     )

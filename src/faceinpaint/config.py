@@ -14,6 +14,8 @@ import yaml
 
 from faceinpaint.errors import InpaintError
 
+REFERENCE_ARCHS = ("twoface",)  # keys of faceinpaint.models.ARCHITECTURES that take a reference photo
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -25,6 +27,12 @@ class ModelConfig:
     identity_dim: int = 128  # twoface only: size of the learned identity embedding (FiLM)
     # twoface only (v2): the reference warped onto the face by landmarks enters the encoders (reference_prior.py)
     reference_prior: bool = False
+
+    @property
+    def guided(self) -> bool:
+        """Whether the arch is reference-guided: it trains with a reference per sample, validates with and without
+        one, and its config.json says "reference": true. The one place that names such archs."""
+        return self.arch in REFERENCE_ARCHS
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,7 @@ class Config:
 
     def model_args(self) -> dict:
         """The generator's constructor arguments: `ARCHITECTURES[arch](**args)`, stored in config.json."""
-        if self.model.arch == "twoface":
+        if self.model.guided:
             args = {"width": self.model.width, "reference_width": self.model.reference_width,
                     "identity_dim": self.model.identity_dim}  # fmt: skip
             return args | ({"prior": True} if self.model.reference_prior else {})
@@ -182,7 +190,7 @@ def _check_names(config: Config) -> None:
     for kind in config.data.masks:
         if kind not in MASK_KINDS:
             raise InpaintError(f"data.masks: {kind!r} is not one of {', '.join(MASK_KINDS)}")
-    if config.model.reference_prior and config.model.arch != "twoface":
+    if config.model.reference_prior and not config.model.guided:
         raise InpaintError(f"model.reference_prior: only the twoface arch takes it, not {config.model.arch!r}")
 
 

@@ -174,7 +174,7 @@ def train(
     # Build data.
     if not cfg.data.train:
         raise InpaintError("data.train is empty: give a .flist, folder or .zip of training images")
-    guided = cfg.model.arch == "twoface"  # a reference per sample, validation with and without it
+    guided = cfg.model.guided  # a reference per sample, validation with and without it
     train_images, identities = load_images(cfg, "train")
     references = References(identities) if guided else None
     # Two-Face v2: every photo's landmarks (found once, cached), for the reference prior of each batch.

@@ -43,7 +43,7 @@ def load_images(cfg: Config, split: str) -> tuple[torch.Tensor, torch.Tensor | N
     """
     source = _source(cfg, split)
     images = load_uint8(source, cfg.model.resolution, cfg.data.workers)
-    return images, (identity_index(source) if cfg.model.arch == "twoface" else None)
+    return images, (identity_index(source) if cfg.model.guided else None)
 
 
 def load_landmarks(cfg: Config, split: str, images: torch.Tensor) -> torch.Tensor:
