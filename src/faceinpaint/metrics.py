@@ -151,20 +151,3 @@ def inception_discriminative_scores(real: np.ndarray, fake: np.ndarray) -> tuple
     u_ids = 0.5 * (float(np.mean(real_score < 0)) + float(np.mean(fake_score > 0)))
     p_ids = float(np.mean(fake_score > real_score))
     return u_ids, p_ids
-
-
-def package_file(package: str, relative: str, install: str) -> str:
-    """The path of a data file shipped inside an installed package, found without importing the package.
-
-    `install` is the pip command that provides it, named in the InpaintError raised when it is missing.
-    """
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise InpaintError(f"this metric needs the {package!r} package: {install}")
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
-    if not path.is_file():
-        raise InpaintError(f"{path} is missing from the installed {package!r} package; reinstall it: {install}")
-    return str(path)

