@@ -114,12 +114,24 @@ def open_image_source(source: str | os.PathLike) -> tuple[list[str], Callable[[s
         members = read_zip(source)
         names = sorted(name for name in members if is_image_name(name))
         return names, lambda name: members[name]
+    return [str(source.parent / entry) for entry in read_file_list(source)], _read_file
+
+
+def read_file_list(path: str | os.PathLike) -> list[str]:
+    """The entries of a file list (.flist): one path per line, absolute or relative to the list's folder, as
+    written; blank lines and lines starting with # are skipped. The one parser of lists (training, evaluation)."""
     try:
-        lines = source.read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        raise InpaintError(f"file list {source}: cannot read it ({error})") from None
-    entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    return [str(source.parent / entry) for entry in entries], _read_file
+        raise InpaintError(f"file list {path}: cannot read it ({error})") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def match_by_key(keys: list[str], found: dict[str, Path]) -> list[Path | None]:
+    """For each key ("07450/003"), the path of `found` under the same key, else under the same last part ("003"),
+    else None: how masks and references are matched to images."""
+    by_name = {Path(key).name: path for key, path in found.items()}
+    return [found.get(key) or by_name.get(Path(key).name) for key in keys]
 
 
 def _read_file(name: str) -> bytes:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from faceinpaint import __version__
 from faceinpaint.atomic import atomic_write, write_csv, write_text
-from faceinpaint.data import find_images
+from faceinpaint.data import find_images, match_by_key, read_file_list
 from faceinpaint.errors import InpaintError
 from faceinpaint.images import read_image, read_mask, tensor_to_uint8, uint8_to_tensor, write_image
 from faceinpaint.metrics import (
@@ -81,9 +81,7 @@ def list_images(source: str | Path) -> dict[str, Path]:
     if source.is_dir():
         found = {str(p.relative_to(source).with_suffix("")): p for p in find_images(source)}
     elif source.is_file():
-        lines = [line.strip() for line in source.read_text().splitlines()]
-        lines = [line for line in lines if line and not line.startswith("#")]
-        found = {_list_key(line): source.parent / line for line in lines}
+        found = {_list_key(line): source.parent / line for line in read_file_list(source)}
     else:
         raise InpaintError(f"--images {source}: no such folder or file list")
     if not found:
@@ -128,14 +126,10 @@ def load_masks(
         raise InpaintError(
             f"--masks {masks}: not a mask kind ({', '.join(MASK_KINDS)}), {PART_MASKS}PARTS, folder or file"
         )
-    by_key = {str(p.relative_to(path).with_suffix("")): p for p in find_images(path)}
-    by_stem = {p.stem: p for p in by_key.values()}
-    found = []
-    for key in keys:
-        mask_path = by_key.get(key) or by_stem.get(Path(key).name)
-        if mask_path is None:
-            raise InpaintError(f"--masks {path}: no mask for image {key}")
-        found.append(read_mask(mask_path))
+    mask_paths = match_by_key(keys, {str(p.relative_to(path).with_suffix("")): p for p in find_images(path)})
+    if None in mask_paths:
+        raise InpaintError(f"--masks {path}: no mask for image {keys[mask_paths.index(None)]}")
+    found = [read_mask(mask_path) for mask_path in mask_paths]
     if any(mask.shape != size for mask in found):
         raise InpaintError(f"--masks {path}: every mask must be {size[1]}x{size[0]}, the size of the images")
     return np.stack(found), str(path)
@@ -228,9 +222,7 @@ def evaluate(
             raise InpaintError(f"references: none given for image {missing[0]}")
         reference_paths = [Path(references[key]) for key in keys]
     elif references is not None:
-        by_key = list_images(references)
-        by_stem = {Path(key).name: path for key, path in by_key.items()}
-        reference_paths = [by_key.get(key) or by_stem.get(Path(key).name) for key in keys]
+        reference_paths = match_by_key(keys, list_images(references))
         if None in reference_paths:
             raise InpaintError(
                 f"--references {references}: no reference for image {keys[reference_paths.index(None)]}"
