@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+from faceinpaint.cli.options import add_face_model_options
 from faceinpaint.errors import InpaintError
 
 
@@ -58,17 +59,6 @@ def cmd_data_align(args: argparse.Namespace) -> int:
     if report.failures and not report.aligned and not report.already_there:
         raise InpaintError(f"no image under {args.src} could be aligned")
     return 0
-
-
-def add_face_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--detector", choices=("hog", "yunet"), default="hog", help="face detector (default: hog)")
-    parser.add_argument(
-        "--landmarks",
-        type=int,
-        choices=(68, 5),
-        default=68,
-        help="dlib landmark model: 68 (default; non-commercial licence) or 5 (free for any use)",
-    )
 
 
 def add_data_commands(commands, formatter) -> None:
