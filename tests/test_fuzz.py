@@ -18,11 +18,14 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from faceinpaint import tfserving  # noqa: E402
 from faceinpaint.errors import InpaintError, OverLimitError  # noqa: E402
 from faceinpaint.images import decode_image, decode_mask, read_image, read_mask  # noqa: E402
 from faceinpaint.inpainter import Inpainter  # noqa: E402
-from faceinpaint.server import Limits, create_app  # noqa: E402
+from faceinpaint.server import (  # noqa: E402
+    Limits,
+    create_app,
+    tfserving,  # noqa: E402
+)
 
 # The decoders warn about what they reduce (16-bit, float) and the models about faces they miss: expected here.
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")]

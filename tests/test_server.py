@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from faceinpaint.inpainter import Inpainter  # noqa: E402
 from faceinpaint.server import Limits, create_app  # noqa: E402
-from faceinpaint.tfserving import centre_hole  # noqa: E402
+from faceinpaint.server.tfserving import centre_hole  # noqa: E402
 
 LOCAL = "http://localhost"  # what a browser on the serving machine sends as Host (TestClient's own is "testserver")
 
@@ -422,16 +422,16 @@ def test_sixteen_bit_and_float_uploads_are_scaled_like_the_cli(client, photo, en
 
 
 def test_uploads_are_decoded_in_the_worker_pool_after_admission(photo, monkeypatch):
-    import faceinpaint.server as server
+    import faceinpaint.server.routes as routes
 
     threads = []
-    decode = server.decode_image
+    decode = routes.decode_image
 
     def recording_decode(*args, **kwargs):
         threads.append(threading.current_thread().name)
         return decode(*args, **kwargs)
 
-    monkeypatch.setattr(server, "decode_image", recording_decode)
+    monkeypatch.setattr(routes, "decode_image", recording_decode)
     stand_in = StandIn()
     app = create_app({"stand-in": stand_in}, Limits(workers=1, queue=0))
     body = json_inpaint_body(photo, "stand-in")
