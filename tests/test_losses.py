@@ -7,7 +7,8 @@ import torch
 from faceinpaint.demo import load_sample
 from faceinpaint.images import uint8_to_tensor
 from faceinpaint.losses import adversarial_weight, dlib_feature_loss, feature_matching, hole_l1
-from faceinpaint.masks import FACE_PARTS, face_parts_region
+from faceinpaint.mask_batches import face_parts_region
+from faceinpaint.masks import FACE_PARTS
 from faceinpaint.models.discriminator import SNPatchGAN
 
 

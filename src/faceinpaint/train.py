@@ -52,7 +52,7 @@ from faceinpaint.losses import (
     identity_losses,
     l1,
 )
-from faceinpaint.masks import face_parts_region
+from faceinpaint.mask_batches import face_parts_region
 from faceinpaint.models import ARCHITECTURES, SNPatchGAN
 from faceinpaint.train_data import (
     References,

@@ -18,7 +18,8 @@ from faceinpaint.config import Config
 from faceinpaint.data import TwoFaceDataset
 from faceinpaint.data_device import identity_index, image_names, load_uint8
 from faceinpaint.losses import hole_metrics
-from faceinpaint.masks import mask_set, torch_masks
+from faceinpaint.mask_batches import torch_masks
+from faceinpaint.masks import mask_set
 
 
 def seeded(*numbers: int) -> torch.Generator:
