@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from faceinpaint.atomic import atomic_write
+from faceinpaint.data import list_images
 from faceinpaint.errors import InpaintError
-from faceinpaint.evaluate import list_images, load_masks, read_batch
+from faceinpaint.evaluate import load_masks, read_batch
 from faceinpaint.identity import SFaceJudge, cosine
 from faceinpaint.images import tensor_to_uint8
 from faceinpaint.inpainter import Inpainter

@@ -97,8 +97,8 @@ def test_evaluate_command_rejects_an_unknown_metric(tmp_path, faces, capsys):
 
 
 def test_same_person_references_are_another_photo_of_the_same_folder(tmp_path):
+    from faceinpaint.data import list_images
     from faceinpaint.errors import InpaintError
-    from faceinpaint.evaluate import list_images
     from faceinpaint.references import same_person_references
 
     for person, count in (("a", 3), ("b", 2), ("c", 1)):

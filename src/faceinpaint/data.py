@@ -311,3 +311,28 @@ class TwoFaceDataset(Dataset):
         reference = choices[int(torch.randint(len(choices), ()))]
         real = self.real[int(torch.randint(len(self.real), ()))]
         return {"image": self._load(self.masked[index]), "reference": self._load(reference), "real": self._load(real)}
+
+
+def list_key(line: str) -> str:
+    """A file list entry's key: "/data/celeba/07450/1.jpg" -> "data/celeba/07450/1", "../x/2.png" -> "x/2"."""
+    path = Path(line).with_suffix("")
+    return "/".join(part for part in path.parts[1 if path.is_absolute() else 0 :] if part not in (".", ".."))
+
+
+def list_images(source: str | Path) -> dict[str, Path]:
+    """Images keyed by their path relative to the folder, without extension ("07450/003"), sorted.
+
+    `source` is a folder (searched recursively) or a file list: one image path per line, relative to the list's
+    folder or absolute; blank lines and lines starting with # are skipped. A listed path's key is the path itself
+    without its root and any "." or ".." part, so outputs named by key always land inside the output folder.
+    """
+    source = Path(source)
+    if source.is_dir():
+        found = {str(p.relative_to(source).with_suffix("")): p for p in find_images(source)}
+    elif source.is_file():
+        found = {list_key(line): source.parent / line for line in read_file_list(source)}
+    else:
+        raise InpaintError(f"--images {source}: no such folder or file list")
+    if not found:
+        raise InpaintError(f"--images {source}: no image files found")
+    return dict(sorted(found.items()))

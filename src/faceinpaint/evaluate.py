@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from faceinpaint import __version__
 from faceinpaint.atomic import atomic_write, write_csv, write_text
-from faceinpaint.data import find_images, match_by_key, read_file_list
+from faceinpaint.data import find_images, list_images, match_by_key
 from faceinpaint.errors import InpaintError
 from faceinpaint.images import read_image, read_mask, tensor_to_uint8, uint8_to_tensor, write_image
 from faceinpaint.metrics import (
@@ -62,31 +62,6 @@ SET_LEVEL = ("fid", "u_ids", "p_ids")
 PART_MASKS = "part:"  # --masks part:eyes,mouth: a hole over those parts of every face (faceinpaint.part_masks)
 MASKS_FILE = "masks.npz"  # every run's holes, bit-packed, with the image keys
 NO_REFERENCE = "-noref"  # suffix of a reference-guided method's run without its reference (reference_ablation)
-
-
-def _list_key(line: str) -> str:
-    """A file list entry's key: "/data/celeba/07450/1.jpg" -> "data/celeba/07450/1", "../x/2.png" -> "x/2"."""
-    path = Path(line).with_suffix("")
-    return "/".join(part for part in path.parts[1 if path.is_absolute() else 0 :] if part not in (".", ".."))
-
-
-def list_images(source: str | Path) -> dict[str, Path]:
-    """Images keyed by their path relative to the folder, without extension ("07450/003"), sorted.
-
-    `source` is a folder (searched recursively) or a file list: one image path per line, relative to the list's
-    folder or absolute; blank lines and lines starting with # are skipped. A listed path's key is the path itself
-    without its root and any "." or ".." part, so outputs named by key always land inside the output folder.
-    """
-    source = Path(source)
-    if source.is_dir():
-        found = {str(p.relative_to(source).with_suffix("")): p for p in find_images(source)}
-    elif source.is_file():
-        found = {_list_key(line): source.parent / line for line in read_file_list(source)}
-    else:
-        raise InpaintError(f"--images {source}: no such folder or file list")
-    if not found:
-        raise InpaintError(f"--images {source}: no image files found")
-    return dict(sorted(found.items()))
 
 
 def part_masks(masks: str, paths: list[Path]) -> tuple[np.ndarray, int]:

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from faceinpaint.atomic import write_csv, write_text
+from faceinpaint.data import list_images
 from faceinpaint.errors import InpaintError
 from faceinpaint.evaluate import (
     COLUMNS,
     METRICS,
     evaluate,
-    list_images,
     read_masks,
     result_rows,
 )

@@ -10,7 +10,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = tuple(name for item in args.metrics for name in item.split(",") if name)
     references = args.references
     if args.same_person is not None:
-        from faceinpaint.evaluate import list_images
+        from faceinpaint.data import list_images
         from faceinpaint.references import same_person_references
 
         references = same_person_references(list_images(args.images), args.same_person, args.mask_seed)
