@@ -5,8 +5,6 @@
 results dict. Ground-truth features (Inception, face embeddings) are computed once and shared by all methods.
 """
 
-import json
-import math
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from faceinpaint import __version__
-from faceinpaint.atomic import atomic_write, write_csv, write_text
+from faceinpaint.atomic import atomic_write, write_csv
 from faceinpaint.data import find_images, list_images, match_by_key
 from faceinpaint.errors import InpaintError
 from faceinpaint.images import read_image, read_mask, tensor_to_uint8, uint8_to_tensor, write_image
@@ -32,8 +30,10 @@ from faceinpaint.metrics import (
     psnr_hole,
     ssim,
 )
+from faceinpaint.results import write_results
 
-# What `--metrics` accepts -> the columns each one adds to the results (higher or lower is better, see COLUMNS).
+# What `--metrics` accepts -> the columns each one adds to the results (higher or lower is better, see
+# results.COLUMNS).
 METRICS = {
     "psnr": ("psnr", "psnr_hole"),
     "ssim": ("ssim",),
@@ -42,21 +42,6 @@ METRICS = {
     "fid": ("fid",),
     "ids": ("u_ids", "p_ids"),
     "identity": ("identity_cosine_sface", "identity_cosine_dlib"),
-}
-# column -> (table heading, format); the arrow says which way is better.
-COLUMNS = {
-    "psnr": ("PSNR ↑", "{:.2f}"),
-    "psnr_hole": ("PSNR hole ↑", "{:.2f}"),
-    "ssim": ("SSIM ↑", "{:.4f}"),
-    "l1": ("L1 ↓", "{:.4f}"),
-    "l1_hole": ("L1 hole ↓", "{:.4f}"),
-    "stlpips": ("ST-LPIPS ↓", "{:.4f}"),
-    "stlpips_hole": ("ST-LPIPS hole ↓", "{:.4f}"),
-    "fid": ("FID ↓", "{:.2f}"),
-    "u_ids": ("U-IDS ↑", "{:.3f}"),
-    "p_ids": ("P-IDS ↑", "{:.3f}"),
-    "identity_cosine_sface": ("ID SFace ↑", "{:.3f}"),
-    "identity_cosine_dlib": ("ID dlib ↑", "{:.3f}"),
 }
 SET_LEVEL = ("fid", "u_ids", "p_ids")
 PART_MASKS = "part:"  # --masks part:eyes,mouth: a hole over those parts of every face (faceinpaint.part_masks)
@@ -178,30 +163,14 @@ def evaluate(
     """
     from faceinpaint.inpainter import Inpainter, resolve_device
 
-    unknown = [name for name in metrics if name not in METRICS]
-    if unknown:
-        raise InpaintError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(METRICS)}")
-    if not weights:
-        raise InpaintError("give at least one method to evaluate (--weights)")
-    columns = [column for name in metrics for column in METRICS[name]]
+    columns = _columns(metrics, weights)
     out_dir, run_device = Path(out_dir), resolve_device(device)
     found = images if isinstance(images, dict) else list_images(images)
     keys = list(found)[:limit] if limit else list(found)
     paths = [Path(found[key]) for key in keys]
     size = tuple(np.asarray(read_image(paths[0])).shape[:2])
     holes, mask_description = load_masks(masks, keys, size, mask_seed, paths)
-    reference_paths = None
-    if isinstance(references, dict):
-        missing = [key for key in keys if key not in references]
-        if missing:
-            raise InpaintError(f"references: none given for image {missing[0]}")
-        reference_paths = [Path(references[key]) for key in keys]
-    elif references is not None:
-        reference_paths = match_by_key(keys, list_images(references))
-        if None in reference_paths:
-            raise InpaintError(
-                f"--references {references}: no reference for image {keys[reference_paths.index(None)]}"
-            )
+    reference_paths = _reference_paths(references, keys)
     ratios = hole_ratio(torch.from_numpy(holes)[:, None])
     bins = np.array([hole_bin(r) for r in ratios])
     judges = _Judges(set(columns), run_device)
@@ -209,71 +178,121 @@ def evaluate(
         columns.remove("identity_cosine_dlib")  # optional: not installed
     batches = [range(i, min(i + batch_size, len(keys))) for i in range(0, len(keys), batch_size)]
 
-    # Ground truth, once: Inception features and the identity judges' faces and embeddings.
-    real_features, targets_prepared = [], {name: [] for name in judges.identity}
-    if judges.inception is not None or judges.identity:
-        for batch in tqdm(batches, desc="ground truth", disable=not progress, unit="batch"):
-            target = read_batch([paths[i] for i in batch], size)
-            if judges.inception is not None:
-                real_features.append(judges.inception(target))
-            for name, judge in judges.identity.items():
-                targets_prepared[name] += [judge.prepare(t) for t in tensor_to_uint8(target)]
-    real_features = torch.cat(real_features).numpy() if real_features else None
+    real_features, targets_prepared = _ground_truth(judges, batches, paths, size, progress)
 
     results = {}
     per_image_rows = []
     for weight in weights:
         inpainter = Inpainter.from_pretrained(weight, device=device)
-        guided = reference_paths is not None and inpainter.uses_reference
-        if inpainter.needs_reference and not guided:
-            raise InpaintError(f"{inpainter.name} needs reference photos: give --same-person POOL or --references DIR")
-        variants = [(inpainter.name, guided)]
-        if guided and reference_ablation and not inpainter.needs_reference:
-            variants.append((inpainter.name + NO_REFERENCE, False))
-        for name, use_reference in variants:
-            values = {column: np.full(len(keys), np.nan) for column in columns if column not in SET_LEVEL}
-            fake_features, started = [], time.perf_counter()
-            for batch in tqdm(batches, desc=name, disable=not progress, unit="batch"):
-                index = list(batch)
-                target = read_batch([paths[i] for i in index], size)
-                hole = torch.from_numpy(holes[index])[:, None]  # (B, 1, H, W) bool
-                reference = read_batch([reference_paths[i] for i in index]) if use_reference else None
-                completed = torch.where(hole, inpainter.complete(target * ~hole, hole, reference), target)
-                output_uint8 = tensor_to_uint8(completed)
-                output = uint8_to_tensor(output_uint8)  # exactly what is saved
-                if save_outputs:
-                    for i, pixels in zip(index, output_uint8, strict=True):
-                        write_image(Image.fromarray(pixels), out_dir / name / f"{keys[i]}.png")
-                _measure(values, index, output, target, hole, judges, targets_prepared, run_device)
-                if judges.inception is not None:
-                    fake_features.append(judges.inception(output))
+        for name, use_reference in _variants(inpainter, reference_paths is not None, reference_ablation):
+            started = time.perf_counter()
+            values, fake_features = _run_method(
+                inpainter, name, keys, paths, size, holes, reference_paths if use_reference else None, columns,
+                judges, targets_prepared, batches, out_dir if save_outputs else None, progress, run_device,
+            )  # fmt: skip
             seconds = time.perf_counter() - started
-            fake_features = torch.cat(fake_features).numpy() if fake_features else None
             results[name] = _summarise(values, columns, bins, real_features, fake_features)
             results[name]["seconds"] = round(seconds, 2)
             for i, key in enumerate(keys):
                 row = {"method": name, "image": key, "hole_ratio": round(float(ratios[i]), 5)}
                 per_image_rows.append(row | {column: float(values[column][i]) for column in values})
 
-    report = {
-        "protocol": {
-            "images": str(images) if not isinstance(images, dict) else f"{len(found)} listed images",
-            "count": len(keys),
-            "size": list(size),
-            "masks": mask_description,
-            "references": _describe_references(references),
-            "mean_hole_ratio": round(float(ratios.mean()), 4),
-            "metrics": columns,
-            "faceinpaint": __version__,
-            "device": str(run_device),
-        },
-        "methods": results,
+    protocol = {
+        "images": str(images) if not isinstance(images, dict) else f"{len(found)} listed images",
+        "count": len(keys),
+        "size": list(size),
+        "masks": mask_description,
+        "references": _describe_references(references),
+        "mean_hole_ratio": round(float(ratios.mean()), 4),
+        "metrics": columns,
+        "faceinpaint": __version__,
+        "device": str(run_device),
     }
+    return _write_report({"protocol": protocol, "methods": results}, per_image_rows, keys, holes, out_dir)
+
+
+def _write_report(report: dict, per_image_rows: list[dict], keys: list[str], holes: np.ndarray, out_dir: Path):
+    """results.json / .csv / .md, per_image.csv and the exact holes (masks.npz, see read_masks); -> report."""
     write_results(report, out_dir)
     write_csv(out_dir / "per_image.csv", per_image_rows)
-    with atomic_write(out_dir / MASKS_FILE) as stream:  # the exact holes, e.g. for figures: read_masks(out_dir)
-        np.savez_compressed(stream, keys=np.array(keys), holes=np.packbits(holes, axis=-1), width=size[1])
+    with atomic_write(out_dir / MASKS_FILE) as stream:
+        np.savez_compressed(stream, keys=np.array(keys), holes=np.packbits(holes, axis=-1), width=holes.shape[-1])
     return report
+
+
+def _columns(metrics: tuple[str, ...], weights: list[str]) -> list[str]:
+    """The result columns of the named metrics; unknown metrics or no method at all are errors."""
+    unknown = [name for name in metrics if name not in METRICS]
+    if unknown:
+        raise InpaintError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(METRICS)}")
+    if not weights:
+        raise InpaintError("give at least one method to evaluate (--weights)")
+    return [column for name in metrics for column in METRICS[name]]
+
+
+def _variants(inpainter, have_references: bool, reference_ablation: bool) -> list[tuple[str, bool]]:
+    """(result name, with its reference?) runs of one method: a guided model with references, and again without
+    them as "<name>-noref" under `reference_ablation`; a method that needs references and has none is an error."""
+    guided = have_references and inpainter.uses_reference
+    if inpainter.needs_reference and not guided:
+        raise InpaintError(f"{inpainter.name} needs reference photos: give --same-person POOL or --references DIR")
+    variants = [(inpainter.name, guided)]
+    if guided and reference_ablation and not inpainter.needs_reference:
+        variants.append((inpainter.name + NO_REFERENCE, False))
+    return variants
+
+
+def _reference_paths(references, keys: list[str]) -> list[Path] | None:
+    """Each image's reference photo: from a dict {key: path}, or matched by key or stem in a folder or list."""
+    if references is None:
+        return None
+    if isinstance(references, dict):
+        missing = [key for key in keys if key not in references]
+        if missing:
+            raise InpaintError(f"references: none given for image {missing[0]}")
+        return [Path(references[key]) for key in keys]
+    paths = match_by_key(keys, list_images(references))
+    if None in paths:
+        raise InpaintError(f"--references {references}: no reference for image {keys[paths.index(None)]}")
+    return paths
+
+
+def _ground_truth(judges, batches, paths, size, progress: bool) -> tuple[np.ndarray | None, dict]:
+    """Once per evaluation: the ground truth's Inception features and each identity judge's prepared faces."""
+    real_features, prepared = [], {name: [] for name in judges.identity}
+    if judges.inception is not None or judges.identity:
+        for batch in tqdm(batches, desc="ground truth", disable=not progress, unit="batch"):
+            target = read_batch([paths[i] for i in batch], size)
+            if judges.inception is not None:
+                real_features.append(judges.inception(target))
+            for name, judge in judges.identity.items():
+                prepared[name] += [judge.prepare(t) for t in tensor_to_uint8(target)]
+    return (torch.cat(real_features).numpy() if real_features else None), prepared
+
+
+def _run_method(
+    inpainter, name, keys, paths, size, holes, reference_paths, columns, judges, targets_prepared, batches, out_dir,
+    progress, run_device,
+) -> tuple[dict, np.ndarray | None]:  # fmt: skip
+    """One method (or its no-reference variant, `reference_paths=None`) over every batch: per-image values of the
+    columns and the outputs' Inception features; the outputs written under `out_dir / name` unless it is None."""
+    values = {column: np.full(len(keys), np.nan) for column in columns if column not in SET_LEVEL}
+    fake_features = []
+    for batch in tqdm(batches, desc=name, disable=not progress, unit="batch"):
+        index = list(batch)
+        target = read_batch([paths[i] for i in index], size)
+        hole = torch.from_numpy(holes[index])[:, None]  # (B, 1, H, W) bool
+        reference = None if reference_paths is None else read_batch([reference_paths[i] for i in index])
+        completed = torch.where(hole, inpainter.complete(target * ~hole, hole, reference), target)
+        output_uint8 = tensor_to_uint8(completed)
+        output = uint8_to_tensor(output_uint8)  # exactly what is saved
+        if out_dir is not None:
+            for i, pixels in zip(index, output_uint8, strict=True):
+                write_image(Image.fromarray(pixels), out_dir / name / f"{keys[i]}.png")
+        _measure(values, index, output, target, hole, judges, targets_prepared, run_device)
+        if judges.inception is not None:
+            fake_features.append(judges.inception(output))
+    return values, (torch.cat(fake_features).numpy() if fake_features else None)
 
 
 def read_masks(out_dir: str | Path) -> dict[str, np.ndarray]:
@@ -332,45 +351,3 @@ def _summarise(values, columns, bins, real_features, fake_features) -> dict:
     everything = np.ones(len(bins), dtype=bool)
     per_bin = {name: summary(bins == name) for name in HOLE_BINS if (bins == name).any()}
     return {"all": summary(everything), "bins": per_bin}
-
-
-def _format(value, column: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float) and math.isinf(value):
-        return "∞"
-    return COLUMNS[column][1].format(value)
-
-
-def results_table(report: dict, per_bin: bool = False, mask_label: str | None = None) -> str:
-    """A markdown table of a results dict: one row per method (and per bin with `per_bin`)."""
-    columns = report["protocol"]["metrics"]
-    lead = (["masks"] if mask_label else []) + ["method"] + (["hole"] if per_bin else []) + ["n"]
-    lines = ["| " + " | ".join(lead + [COLUMNS[c][0] for c in columns]) + " |"]
-    lines.append("|" + "---|" * (len(lead) + len(columns)))
-    for method, result in report["methods"].items():
-        groups = result["bins"].items() if per_bin else [("all", result["all"])]
-        for bin_name, row in groups:
-            cells = ([mask_label] if mask_label else []) + [method] + ([bin_name] if per_bin else [])
-            cells += [str(row["count"])] + [_format(row.get(c), c) for c in columns]
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def result_rows(report: dict) -> list[dict]:
-    """Flat rows (method, hole bin, count, every column) of a results dict, for CSV."""
-    rows = []
-    for method, result in report["methods"].items():
-        for bin_name, row in [("all", result["all"]), *result["bins"].items()]:
-            rows.append({"method": method, "hole": bin_name} | row)
-    return rows
-
-
-def write_results(report: dict, out_dir: Path) -> None:
-    """Write results.json, results.csv and results.md (overall and per-bin tables) atomically into out_dir."""
-    protocol = report["protocol"]
-    write_text(out_dir / "results.json", json.dumps(report, indent=2, allow_nan=True) + "\n")
-    write_csv(out_dir / "results.csv", result_rows(report))
-    title = f"{protocol['count']} images ({protocol['images']}), masks {protocol['masks']}"
-    text = f"# Evaluation: {title}\n\n{results_table(report)}\n## Per hole-ratio bin\n\n"
-    write_text(out_dir / "results.md", text + results_table(report, per_bin=True))

@@ -13,15 +13,10 @@ import numpy as np
 from faceinpaint.atomic import write_csv, write_text
 from faceinpaint.data import list_images
 from faceinpaint.errors import InpaintError
-from faceinpaint.evaluate import (
-    COLUMNS,
-    METRICS,
-    evaluate,
-    read_masks,
-    result_rows,
-)
-from faceinpaint.evaluate import results_table as method_table
+from faceinpaint.evaluate import METRICS, evaluate, read_masks
 from faceinpaint.references import same_person_references
+from faceinpaint.results import COLUMNS, result_rows
+from faceinpaint.results import results_table as method_table
 
 
 @dataclass(frozen=True)
