@@ -236,6 +236,27 @@ def _write_zip(out: Path) -> None:
         raise InpaintError(f"output {out / 'data.zip'}: cannot write it ({error.strerror or error})") from None
 
 
+def _place_identity(root, identity: str, paths: list[Path], fractions, split_dir: Path, placer, lists) -> None:
+    """One identity's sorted photos into SPLIT/real, masked and reference (`fractions` = (real, masked), the rest
+    to reference), their lines appended to `lists` ("identity/file" for real and masked, "identity:a,b" for
+    references)."""
+    base = Path(root) / identity
+    real_count, masked_count = split_identity(len(paths), *fractions)
+    parts = {
+        "real": paths[:real_count],
+        "masked": paths[real_count : real_count + masked_count],
+        "reference": paths[real_count + masked_count :],
+    }
+    for kind, kind_paths in parts.items():
+        names = [path.relative_to(base).as_posix() for path in kind_paths]
+        for path, name in zip(kind_paths, names, strict=True):
+            placer.place(path, split_dir / kind / identity / name)
+        if kind == "reference":
+            lists[kind].append(f"{identity}:{','.join(names)}")
+        else:
+            lists[kind] += [f"{identity}/{name}" for name in names]
+
+
 def make_twoface(
     root: str | os.PathLike,
     out: str | os.PathLike,
@@ -292,22 +313,7 @@ def make_twoface(
         members = sorted(identity for identity in usable if (identity in chosen) == (split == "validation"))
         lists: dict[str, list[str]] = {"real": [], "masked": [], "reference": []}
         for identity in members:
-            paths = usable[identity]
-            real_count, masked_count = split_identity(len(paths), real, masked)
-            parts = {
-                "real": paths[:real_count],
-                "masked": paths[real_count : real_count + masked_count],
-                "reference": paths[real_count + masked_count :],
-            }
-            for kind, kind_paths in parts.items():
-                base = Path(root) / identity
-                names = [path.relative_to(base).as_posix() for path in kind_paths]
-                for path, name in zip(kind_paths, names, strict=True):
-                    placer.place(path, out / split / kind / identity / name)
-                if kind == "reference":
-                    lists[kind].append(f"{identity}:{','.join(names)}")
-                else:
-                    lists[kind] += [f"{identity}/{name}" for name in names]
+            _place_identity(root, identity, usable[identity], (real, masked), out / split, placer, lists)
         for kind in ("real", "masked"):
             rng.shuffle(lists[kind])  # the seed shuffles these lists (`shuf`); references stay by identity
         for kind, lines in lists.items():
