@@ -10,10 +10,7 @@ local discriminator on a square crop around the hole (`train.local_gan`); and dl
 truth and to the reference (`train.identity_weight`). Each term is skipped when its weight is 0.
 """
 
-import copy
 import json
-import os
-import platform
 import signal
 import sys
 import threading
@@ -28,18 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from faceinpaint.checkpoint import (
-    checkpoint_path,
-    in_run_dir,
-    load_resumable,
-    prune_checkpoints,
-    remove_stale_temporaries,
-    run_dir_of,
-    save_checkpoint,
-    truncate_metrics,
-    warm_start,
-)
-from faceinpaint.config import Config, dump_config
+from faceinpaint.config import Config
 from faceinpaint.errors import InpaintError
 from faceinpaint.figures import save_grid
 from faceinpaint.losses import (
@@ -52,8 +38,6 @@ from faceinpaint.losses import (
     identity_losses,
     l1,
 )
-from faceinpaint.mask_batches import face_parts_region
-from faceinpaint.models import ARCHITECTURES, SNPatchGAN
 from faceinpaint.train_data import (
     References,
     batch_index,
@@ -68,6 +52,16 @@ from faceinpaint.train_data import (
     validate,
     validation_set,
 )
+from faceinpaint.train_setup import (
+    build_networks,
+    build_optimizers,
+    choose_run_dir,
+    cpu_has_bf16,
+    distributed,
+    open_writer,
+    resume_from,
+    save_state,
+)
 
 
 @dataclass
@@ -75,25 +69,6 @@ class TrainResult:
     run_dir: Path  # where the logs, samples and checkpoints are
     step: int  # the last completed step
     generator: nn.Module  # the EMA generator (what export-weights publishes)
-
-
-def _distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device); joins the torchrun process group when there is one."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
-
-
-def _new_run_dir(root: Path, name: str) -> Path:
-    numbers = [int(p.name[:5]) for p in root.glob("[0-9][0-9][0-9][0-9][0-9]-*")] if root.is_dir() else []
-    run_dir = root / f"{max(numbers, default=-1) + 1:05d}-{name}"
-    run_dir.mkdir(parents=True)
-    return run_dir
 
 
 class _StopSignal:
@@ -117,34 +92,6 @@ class _StopSignal:
             signal.signal(sig, handler)
 
 
-def _hardware(device: torch.device, world: int) -> str:
-    if device.type == "cuda":
-        return f"{world} x {torch.cuda.get_device_name(device)}"
-    return f"{world} x CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def generator_groups(generator: nn.Module, cfg: Config) -> list[dict]:
-    """Adam's parameter groups of the generator: all in one, or (train.reference_lr_scale != 1) the reference
-    branch of a twoface model in a second group at lr x that scale."""
-    branch_names = getattr(generator, "REFERENCE_MODULES", ())
-    if cfg.train.reference_lr_scale == 1.0 or not branch_names:
-        return [{"params": list(generator.parameters()), "lr": cfg.train.lr}]
-    inherited, branch = [], []
-    for name, parameter in generator.named_parameters():
-        (branch if name.split(".")[0] in branch_names else inherited).append(parameter)
-    return [
-        {"params": inherited, "lr": cfg.train.lr},
-        {"params": branch, "lr": cfg.train.lr * cfg.train.reference_lr_scale},
-    ]
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX). Without, oneDNN emulates it: a training
-    step at 128 took 40x longer than in float32 on an AVX2-only EPYC."""
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(probe() for probe in probes if probe is not None) or all(probe is None for probe in probes)
-
-
 def train(
     cfg: Config,
     resume: str | Path | None = None,
@@ -162,7 +109,7 @@ def train(
     Returns:
         The run dir, the last step and the EMA generator.
     """
-    rank, world, device = _distributed()
+    rank, world, device = distributed()
     bf16 = cfg.train.bf16 and (device.type == "cuda" or cfg.train.cpu_bf16)
     if bf16 and device.type == "cpu" and not cpu_has_bf16():
         warnings.warn("train.cpu_bf16: this CPU has no AVX512-BF16 or AMX, so it trains in float32", stacklevel=2)
@@ -184,114 +131,23 @@ def train(
         landmarks = None if landmarks is None else landmarks.to(device)
     val_set = validation_set(cfg) if cfg.data.val and rank == 0 else None
 
-    # Build networks.
-    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-    generator = ARCHITECTURES[cfg.model.arch](**cfg.model_args()).to(device, memory_format=memory_format)
-    discriminator = SNPatchGAN(width=cfg.model.discriminator_width).to(device, memory_format=memory_format)
-    # The local discriminator judges a square crop around the hole, resized to half the resolution (the seed's
-    # local + global pair); it shares the global one's optimiser and is saved under its own key.
-    local = None
-    if cfg.train.local_gan > 0:
-        local = SNPatchGAN(width=cfg.model.discriminator_width).to(device, memory_format=memory_format)
-    discriminators = [discriminator] + ([local] if local is not None else [])
-    # Frozen loss networks, not part of the generator: dlib's face ResNet (identity and its stage features) and
-    # ST-LPIPS's AlexNet.
-    identity_network = stlpips = None
-    if cfg.train.identity_weight > 0 or cfg.train.dlib_feature_weight > 0:
-        from faceinpaint.models.dlib_resnet import DlibResNet
-
-        identity_network = DlibResNet.from_package().to(device)
-    if cfg.train.stlpips_weight > 0:
-        from faceinpaint.perceptual import STLPIPS
-
-        stlpips = STLPIPS.from_package(device).requires_grad_(False)
-    parts_region = face_parts_region(cfg.model.resolution, device) if cfg.train.part_l1_weight > 0 else None
-    matching = cfg.train.feature_matching_weight > 0
-    if cfg.train.init_from and resume is None:  # a resumed run already holds its (once warm-started) weights
-        copied = warm_start(generator, cfg.train.init_from)
-        if rank == 0:
-            print(f"faceinpaint: generator starts from {cfg.train.init_from} ({copied} tensors)", file=sys.stderr)
-    ema = copy.deepcopy(generator).eval().requires_grad_(False)
-    groups = generator_groups(generator, cfg)
-    # Adam's fused kernel: one pass per tensor instead of a dozen ops (the CPU has one from torch 2.4 on). The 256
-    # generator's step on a busy 2-core CPU: 87 ms as a loop, 25 ms fused (0.95 s and 0.33 s under the profiler).
-    fused = device.type == "cuda" or torch.__version__ >= (2, 4)
-    optimizer_g = torch.optim.Adam(groups, lr=cfg.train.lr, betas=cfg.train.betas, fused=fused)
-    optimizer_d = torch.optim.Adam([p for d in discriminators for p in d.parameters()], lr=cfg.train.lr,
-                                   betas=cfg.train.betas, fused=fused)  # fmt: skip
-    start_step, wall_before = 0, 0.0
-    if resume is not None:
-        checkpoint, state = load_resumable(resume)  # a run dir's newest checkpoint that loads
-        try:
-            generator.load_state_dict(state["generator"])
-            ema.load_state_dict(state["ema"])
-            # A slim checkpoint leaves out discriminators its run never trained: those start from their init.
-            for network, key in ((discriminator, "discriminator"), (local, "local_discriminator")):
-                if network is not None and key in state:
-                    network.load_state_dict(state[key])
-        except (RuntimeError, KeyError) as error:
-            raise InpaintError(
-                f"checkpoint {checkpoint} does not fit this config's model: {str(error)[:200]}"
-            ) from None
-        if "optimizer_g" in state:
-            saved_groups = len(state["optimizer_g"]["param_groups"])
-            if saved_groups != len(groups):
-                raise InpaintError(
-                    f"checkpoint {checkpoint}: its optimiser has {saved_groups} parameter group(s), this config "
-                    f"{len(groups)} (train.reference_lr_scale): keep the run's value, or start a new run from it "
-                    f"with train.init_from"
-                )
-            for saved in (state["optimizer_g"], state["optimizer_d"]):  # else the checkpoint's own flag wins
-                for group in saved["param_groups"]:
-                    group["fused"] = fused
-            optimizer_g.load_state_dict(state["optimizer_g"])
-            optimizer_d.load_state_dict(state["optimizer_d"])
-            # `--set train.lr=...` wins on resume
-            for group, fresh in zip(optimizer_g.param_groups, groups, strict=True):
-                group["lr"], group["betas"] = fresh["lr"], cfg.train.betas
-            for group in optimizer_d.param_groups:
-                group["lr"], group["betas"] = cfg.train.lr, cfg.train.betas
-        else:  # a slimmed checkpoint (e.g. the fp16 one kept in the repo): the networks, not Adam's moments
-            warnings.warn(f"{checkpoint} holds no optimiser state: Adam starts afresh", stacklevel=2)
-        if "rng_cpu" in state:  # every draw of the loop is seeded by step; this restores anything else
-            torch.set_rng_state(state["rng_cpu"])
-        start_step, wall_before = state["step"], state.get("wall_seconds", 0.0)
-    # A checkpoint inside a run dir continues that run; one kept elsewhere (the slim one in the repo) starts a new run
-    # dir that inherits its step count and metrics history, so the repo copy is never written to.
-    in_run = resume is not None and in_run_dir(checkpoint)
-    if in_run:
-        run_dir = run_dir_of(checkpoint)
-        if rank == 0:  # a killed run leaves temporary files, and logs of the steps this resume redoes
-            remove_stale_temporaries(run_dir)
-            truncate_metrics(run_dir, start_step)
-    elif rank == 0:
-        run_dir = _new_run_dir(Path(cfg.train.run_root), cfg.name)
-        if resume is not None:
-            history = "".join(json.dumps(record) + "\n" for record in state.get("metrics", []))
-            (run_dir / "metrics.jsonl").write_text(history)
-    if world > 1 and not in_run:  # every rank learns rank 0's new run dir
-        shared = [str(run_dir) if rank == 0 else None]
-        dist.broadcast_object_list(shared, src=0)
-        run_dir = Path(shared[0])
+    # Build networks and optimisers; resume; choose the run dir.
+    nets = build_networks(cfg, device, memory_format, warm=resume is None, rank=rank)
+    generator, discriminator, local, ema = nets.generator, nets.discriminator, nets.local, nets.ema
+    discriminators, identity_network, stlpips = nets.discriminators, nets.identity_network, nets.stlpips
+    parts_region, matching = nets.parts_region, cfg.train.feature_matching_weight > 0
+    optimizers = build_optimizers(nets, cfg, device)
+    optimizer_g, optimizer_d = optimizers.generator, optimizers.discriminator
+    checkpoint, state = resume_from(resume, nets, optimizers, cfg) if resume is not None else (None, {})
+    start_step, wall_before = state.get("step", 0), state.get("wall_seconds", 0.0)
+    run_dir, in_run = choose_run_dir(cfg, checkpoint, state, rank, world)
     generator_train = DistributedDataParallel(generator) if world > 1 else generator
     discriminator_train = DistributedDataParallel(discriminator) if world > 1 else discriminator
     local_train = DistributedDataParallel(local) if world > 1 and local is not None else local
     if cfg.train.compile:
         generator_train, discriminator_train = torch.compile(generator_train), torch.compile(discriminator_train)
         local_train = torch.compile(local_train) if local is not None else None
-
-    writer = None
-    if rank == 0:
-        (run_dir / "config.yaml").write_text(dump_config(cfg))
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # Events after the resumed step are hidden, as metrics.jsonl's records are dropped.
-            writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if in_run else None)
-        except ImportError:
-            warnings.warn(
-                "tensorboard is not installed (pip install faceinpaint[train]): no event files", stacklevel=2
-            )
+    writer = open_writer(run_dir, cfg, start_step, in_run) if rank == 0 else None
 
     def log(record: dict) -> None:
         with open(run_dir / "metrics.jsonl", "a") as stream:
@@ -302,22 +158,8 @@ def train(
                     writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
 
     def save(step: int) -> None:
-        state = {
-            "step": step,
-            "config": cfg.to_dict(),
-            "generator": generator.state_dict(),
-            "discriminator": discriminator.state_dict(),
-            **({"local_discriminator": local.state_dict()} if local is not None else {}),
-            "ema": ema.state_dict(),
-            "optimizer_g": optimizer_g.state_dict(),
-            "optimizer_d": optimizer_d.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "wall_seconds": wall_before + time.monotonic() - started,
-            "world_size": world,
-            "hardware": _hardware(device, world),
-        }
-        save_checkpoint(state, checkpoint_path(run_dir, step))
-        prune_checkpoints(run_dir, cfg.train.keep_checkpoints, cfg.train.keep_every)
+        wall = wall_before + time.monotonic() - started
+        save_state(run_dir, step, cfg, nets, optimizers, wall, world, device)
 
     step = start_step
     sums, counts = {}, {}  # loss name -> its sum (kept on the device: no sync per step) and count since the last log
