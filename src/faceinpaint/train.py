@@ -30,27 +30,9 @@ from faceinpaint.errors import InpaintError
 from faceinpaint.figures import save_grid
 from faceinpaint.losses import (
     adversarial_weight,
-    dlib_feature_loss,
-    feature_matching,
-    hinge_discriminator,
-    hinge_generator,
-    hole_l1,
-    identity_losses,
-    l1,
 )
 from faceinpaint.train_data import (
-    References,
-    batch_index,
-    hole_crops,
-    load_images,
-    load_landmarks,
-    masks,
-    pixels,
-    prior_batch,
-    reference_batch,
-    seeded,
     validate,
-    validation_set,
 )
 from faceinpaint.train_setup import (
     build_networks,
@@ -62,6 +44,7 @@ from faceinpaint.train_setup import (
     resume_from,
     save_state,
 )
+from faceinpaint.train_step import discriminator_losses, generator_loss, make_batch, training_data
 
 
 @dataclass
@@ -121,21 +104,12 @@ def train(
     # Build data.
     if not cfg.data.train:
         raise InpaintError("data.train is empty: give a .flist, folder or .zip of training images")
-    guided = cfg.model.guided  # a reference per sample, validation with and without it
-    train_images, identities = load_images(cfg, "train")
-    references = References(identities) if guided else None
-    # Two-Face v2: every photo's landmarks (found once, cached), for the reference prior of each batch.
-    landmarks = load_landmarks(cfg, "train", train_images) if guided and cfg.model.reference_prior else None
-    if cfg.data.resident:
-        train_images = train_images.to(device)
-        landmarks = None if landmarks is None else landmarks.to(device)
-    val_set = validation_set(cfg) if cfg.data.val and rank == 0 else None
+    data = training_data(cfg, device, rank)
 
     # Build networks and optimisers; resume; choose the run dir.
     nets = build_networks(cfg, device, memory_format, warm=resume is None, rank=rank)
     generator, discriminator, local, ema = nets.generator, nets.discriminator, nets.local, nets.ema
-    discriminators, identity_network, stlpips = nets.discriminators, nets.identity_network, nets.stlpips
-    parts_region, matching = nets.parts_region, cfg.train.feature_matching_weight > 0
+    matching = cfg.train.feature_matching_weight > 0
     optimizers = build_optimizers(nets, cfg, device)
     optimizer_g, optimizer_d = optimizers.generator, optimizers.discriminator
     checkpoint, state = resume_from(resume, nets, optimizers, cfg) if resume is not None else (None, {})
@@ -168,79 +142,33 @@ def train(
     bar = tqdm(total=cfg.train.max_steps, initial=start_step, disable=None if rank == 0 else True, file=sys.stderr)
     with _StopSignal() as stop:
         while step < cfg.train.max_steps:
-            index = batch_index(len(train_images), step, rank, world, cfg)
-            real = pixels(train_images, index, cfg.data.flip, seeded(cfg.train.seed, 1, step, rank), device)
-            real = real.contiguous(memory_format=memory_format)
-            mask = masks(step, rank, cfg, device)
-            guide, reference, available = {}, real, torch.zeros(len(index), dtype=torch.bool, device=device)
-            if guided:  # another photo of the same person; `given` is False where dropped or there is none
-                reference, available, given, picks = reference_batch(
-                    train_images, references, index, step, rank, cfg, device
-                )
-                guide = {"reference": reference.contiguous(memory_format=memory_format), "has_reference": given}
-                if landmarks is not None:
-                    prior = prior_batch(reference, landmarks, index, picks, mask, step, rank, cfg)
-                    guide["prior"] = prior.contiguous(memory_format=memory_format)
-
-            # Discriminator step: real and completed images in one batch (one forward per step under DDP). Without
-            # the adversarial term (a reconstruction warm-up, or before train.gan_start_step) it is skipped.
+            batch = make_batch(data, step, rank, world, cfg, device, memory_format)
+            real, mask = batch.real, batch.mask
             gan = adversarial_weight(step, cfg.train.gan, cfg.train.gan_start_step, cfg.train.gan_ramp_steps)
             local_gan = adversarial_weight(
                 step, cfg.train.local_gan, cfg.train.gan_start_step, cfg.train.gan_ramp_steps
             )
             with autocast:
-                coarse, refined = generator_train(real, mask, **guide)
+                coarse, refined = generator_train(real, mask, **batch.guide)
                 completed = refined * mask + real * (1.0 - mask)
-                terms = {}
-                if gan > 0:  # with feature matching, the real images' features are kept as its targets
-                    layers = discriminator_train(torch.cat([real, completed.detach()]), torch.cat([mask, mask]),
-                                                 features=True)  # fmt: skip
-                    terms["loss_d"] = hinge_discriminator(*layers[-1].chunk(2))
-                    real_features = [layer.chunk(2)[0].detach() for layer in layers[:-1]] if matching else None
-                if local is not None and local_gan > 0:  # crops of (real, completed, mask) around the hole
-                    crops = hole_crops(torch.cat([real, completed.detach(), mask], dim=1), mask, crop)
-                    real_crop, fake_crop, mask_crop = crops.split([3, 3, 1], dim=1)  # of (B, 7, crop, crop)
-                    scores = local_train(torch.cat([real_crop, fake_crop]), torch.cat([mask_crop, mask_crop]))
-                    terms["loss_d_local"] = hinge_discriminator(*scores.chunk(2))
+                d_pass = discriminator_losses(batch, completed, discriminator_train, local_train, gan, local_gan,
+                                              matching, crop)  # fmt: skip
+            terms = d_pass.terms
             if terms:
                 optimizer_d.zero_grad(set_to_none=True)
                 sum(terms.values()).backward()
                 optimizer_d.step()
 
             # Generator step: the bare discriminators, frozen, so DDP syncs no gradient it does not need.
-            for network in discriminators:
+            for network in nets.discriminators:
                 network.requires_grad_(False)
             with autocast:
-                terms["l1_coarse"], terms["l1_refined"] = l1(coarse, real), l1(refined, real)
-                loss_g = cfg.train.l1_coarse * terms["l1_coarse"] + cfg.train.l1_refined * terms["l1_refined"]
-                if gan > 0:
-                    layers = discriminator(completed, mask, features=True)
-                    terms["loss_g_adv"] = hinge_generator(layers[-1])
-                    loss_g = loss_g + gan * terms["loss_g_adv"]
-                    if matching:
-                        terms["feature_matching"] = feature_matching(real_features, layers[:-1])
-                        loss_g = loss_g + cfg.train.feature_matching_weight * terms["feature_matching"]
-                if local is not None and local_gan > 0:
-                    fake_crop = hole_crops(completed, mask, crop)
-                    terms["loss_g_local"] = hinge_generator(local(fake_crop, mask_crop))
-                    loss_g = loss_g + local_gan * terms["loss_g_local"]
-                if parts_region is not None:  # the hole's pixels over the eyes, nose and mouth, once more
-                    terms["l1_parts"] = hole_l1(refined, real, mask * parts_region)
-                    loss_g = loss_g + cfg.train.part_l1_weight * terms["l1_parts"]
-                if stlpips is not None:
-                    terms["stlpips"] = stlpips.distance(completed, real).mean()
-                    loss_g = loss_g + cfg.train.stlpips_weight * terms["stlpips"]
-                if cfg.train.dlib_feature_weight > 0:
-                    terms["dlib_features"] = dlib_feature_loss(identity_network, completed, real)
-                    loss_g = loss_g + cfg.train.dlib_feature_weight * terms["dlib_features"]
-                if cfg.train.identity_weight > 0:  # to the ground truth, and to the reference where there is one
-                    to_target, to_reference = identity_losses(identity_network, completed, real, reference, available)
-                    terms["identity_target"], terms["identity_reference"] = to_target, to_reference
-                    loss_g = loss_g + cfg.train.identity_weight * (to_target + to_reference)
+                loss_g = generator_loss(cfg, nets, batch, coarse, refined, completed, d_pass, gan, local_gan, crop,
+                                        terms)  # fmt: skip
             optimizer_g.zero_grad(set_to_none=True)
             loss_g.backward()
             optimizer_g.step()
-            for network in discriminators:
+            for network in nets.discriminators:
                 network.requires_grad_(True)
 
             # Update EMA, with a short warm-up so that early checkpoints do not average in the random start.
@@ -285,11 +213,11 @@ def train(
                 last_time, last_step = now, step
             if step % cfg.train.sample_every == 0:
                 path = run_dir / "samples" / f"step-{step:07d}.png"
-                grid = save_grid(real, mask, coarse, refined, path, reference=guide.get("reference"))
+                grid = save_grid(real, mask, coarse, refined, path, reference=batch.guide.get("reference"))
                 if writer is not None:
                     writer.add_image("samples", grid, step, dataformats="HWC")
-            if val_set is not None and (step % cfg.train.val_every == 0 or step == cfg.train.max_steps):
-                scores = validate(ema, val_set, device, cfg.train.batch_size)
+            if data.val_set is not None and (step % cfg.train.val_every == 0 or step == cfg.train.max_steps):
+                scores = validate(ema, data.val_set, device, cfg.train.batch_size)
                 log({"kind": "val", "step": step, "resolution": cfg.model.resolution, **scores})
             if step % cfg.train.save_every == 0 or stopping or step == cfg.train.max_steps:
                 save(step)
