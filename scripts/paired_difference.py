@@ -8,6 +8,8 @@ and the share of images where A is higher.
 
 Run: python scripts/paired_difference.py runs/study-twoface-val-256 identity_cosine_sface \
          twoface-face-256 twoface-face-256-noref
+`--second-folder OTHER` reads method B from another study of the same images and masks (e.g. a new model's study
+against the shipped model's), mask set by mask set.
 """
 
 import argparse
@@ -17,20 +19,25 @@ import sys
 from pathlib import Path
 
 
-def read_pairs(path: Path, metric: str, first: str, second: str) -> list[tuple[float, float]]:
-    """(A, B) of every image of one per_image.csv where both methods have a number for `metric`."""
-    values: dict[str, dict[str, float]] = {first: {}, second: {}}
+def read_values(path: Path, metric: str, method: str) -> dict[str, float]:
+    """{image: value} of `method` in one per_image.csv, where it has a number for `metric`."""
+    found = {}
     with open(path, newline="") as stream:
         reader = csv.DictReader(stream)
         if metric not in (reader.fieldnames or []):
             raise ValueError(f"{path}: no column {metric!r} (columns: {', '.join(reader.fieldnames or [])})")
         for row in reader:
-            if row["method"] in values and row[metric] not in ("", "nan"):
-                values[row["method"]][row["image"]] = float(row[metric])
-    for method, found in values.items():
-        if not found:
-            raise ValueError(f"{path}: no values of {metric} for method {method!r}")
-    return [(values[first][key], values[second][key]) for key in values[first] if key in values[second]]
+            if row["method"] == method and row[metric] not in ("", "nan"):
+                found[row["image"]] = float(row[metric])
+    if not found:
+        raise ValueError(f"{path}: no values of {metric} for method {method!r}")
+    return found
+
+
+def read_pairs(path: Path, metric: str, first: str, second: str, second_path: Path | None = None) -> list:
+    """(A, B) of every image where both methods have a number for `metric`; B from `second_path` when given."""
+    values_a, values_b = read_values(path, metric, first), read_values(second_path or path, metric, second)
+    return [(values_a[key], values_b[key]) for key in values_a if key in values_b]
 
 
 def summary(pairs: list[tuple[float, float]]) -> tuple[int, float, float, float, float, float]:
@@ -55,6 +62,7 @@ def main() -> int:
     parser.add_argument("metric", help="a column of per_image.csv, e.g. identity_cosine_sface or psnr_hole")
     parser.add_argument("first", help="method A")
     parser.add_argument("second", help="method B")
+    parser.add_argument("--second-folder", type=Path, help="read method B from this study instead (same masks)")
     args = parser.parse_args()
     files = sorted(args.folder.glob("*/per_image.csv")) or sorted(args.folder.glob("per_image.csv"))
     if not files:
@@ -63,7 +71,8 @@ def main() -> int:
     rows = []
     try:
         for path in files:
-            pairs = read_pairs(path, args.metric, args.first, args.second)
+            other = None if args.second_folder is None else args.second_folder / path.relative_to(args.folder)
+            pairs = read_pairs(path, args.metric, args.first, args.second, other)
             if not pairs:
                 raise ValueError(f"{path}: the two methods share no image")
             count, first, second, difference, half, share = summary(pairs)

@@ -38,6 +38,15 @@ def test_paired_difference(tmp_path):
     assert line == "| part-eyes | 2 | 0.8000 | 0.6000 | +0.2000 ± 0.1960 | 100% |"
 
 
+def test_paired_difference_across_two_studies(tmp_path):
+    """--second-folder: B from another study of the same images and masks (a new model against the shipped one)."""
+    write_per_image(tmp_path / "new" / "part-eyes", [("M", "a", "0.9"), ("M", "b", "0.7"), ("M", "c", "0.6")])
+    write_per_image(tmp_path / "old" / "part-eyes", [("M", "a", "0.8"), ("M", "b", "0.4")])
+    result = run(tmp_path / "new", "identity_cosine_sface", "M", "M", "--second-folder", tmp_path / "old")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "| part-eyes | 2 | 0.8000 | 0.6000 | +0.2000 ± 0.1960 | 100% |"
+
+
 @pytest.mark.parametrize(
     ("metric", "second", "message"),
     [("psnr", "B", "no column 'psnr'"), ("identity_cosine_sface", "C", "no values of identity_cosine_sface")],
