@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # wheel on local disk; elsewhere pip fetches it. Override for another build, e.g. make TORCH='torch==2.14.1' test.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test dist lint format clean
+.PHONY: demo test test-slow dist lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks scripts hubconf.py
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts hubconf.py
 	$(PY) -m pytest
+
+# The slow tier (real ONNX exports, subprocess launches, the real FID Inception, the wheel, fuzzers); CI runs it.
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest --runslow -m slow
 
 # dist/: an sdist and a wheel (which carries weights/'s model dirs), built offline with the venv's setuptools.
 dist: $(VENV)/.installed

@@ -9,6 +9,21 @@ from faceinpaint.demo import load_sample
 from faceinpaint.inpainter import Inpainter
 
 
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run the slow tier (tests marked `slow`)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` is the fast tier (about a minute on 2 cores); `pytest --runslow` adds the tests marked `slow`:
+    real ONNX exports, subprocess launches, the real FID Inception, the shipped weights at full size, fuzzers."""
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow tier: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """Tiny tensors run fastest on one thread, and a busy 2-core machine makes OpenMP spin-waits very slow."""

@@ -208,6 +208,7 @@ def _console_script() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "faceinpaint.cli"]
 
 
+@pytest.mark.slow
 def test_console_script_prints_no_traceback(tmp_path):
     """The real entry point, in a subprocess: bad input exits non-zero with one line on stderr."""
     done = subprocess.run(

@@ -10,7 +10,10 @@ from PIL import Image
 
 from faceinpaint.cli import main
 from faceinpaint.evaluate import read_masks
+from faceinpaint.fid import InceptionFeatures
+from faceinpaint.images import uint8_to_tensor
 from faceinpaint.masks import mask_set
+from faceinpaint.metrics import fid_from_features
 from faceinpaint.study import load_study_config, run_study
 
 
@@ -30,6 +33,7 @@ def test_the_study_mask_set_is_pinned():
     assert hashlib.sha256(np.packbits(masks).tobytes()).hexdigest()[:16] == "bc3729d14950757a"
 
 
+@pytest.mark.slow
 def test_study_writes_table_figure_and_plot(tmp_path, faces):
     config_path = tmp_path / "study.yaml"
     config_path.write_text(
@@ -45,7 +49,16 @@ def test_study_writes_table_figure_and_plot(tmp_path, faces):
     assert Image.open(out / "comparison-center.png").size[0] > Image.open(out / "comparison-center.png").size[1]
     assert (out / "deepfill" / "telea" / "00001" / "3.png").is_file()
     result = reports["deepfill"]["methods"]["telea"]["all"]
-    assert result["count"] == 4 and 0 < result["ssim"] < 1 and result["fid"] >= 0
+    assert result["count"] == 4 and 0 < result["ssim"] < 1
+    # The table's FID is the Frechet distance of the Inception features of the saved outputs and the originals.
+    names = ["00000/0", "00000/1", "00001/2", "00001/3"]
+    features = {
+        kind: InceptionFeatures()(uint8_to_tensor(np.stack([np.asarray(Image.open(folder / f"{name}.png"))
+                                                             for name in names]))).numpy()
+        for kind, folder in (("real", faces), ("fake", out / "deepfill" / "telea"))
+    }  # fmt: skip
+    assert result["fid"] == pytest.approx(fid_from_features(features["real"], features["fake"]), rel=1e-3)
+    assert result["fid"] > 1.0  # Telea's completions are not the originals
     saved = json.loads((out / "deepfill" / "results.json").read_text())
     assert saved["protocol"]["masks"] == "deepfill (seed 0)"
     used = read_masks(out / "deepfill")

@@ -33,6 +33,7 @@ def onnx_file(tiny, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 4])
 def test_onnx_matches_torch_for_any_batch(tiny, onnx_file, batch):
     session = onnx_session(onnx_file)
@@ -55,6 +56,7 @@ def test_torchscript_matches_torch(tiny, tmp_path):
     assert np.abs(output.astype(int) - run_torch(tiny, image, mask)).max() <= PARITY_TOLERANCE
 
 
+@pytest.mark.slow
 def test_onnx_backend_of_the_inpainter(tiny, tmp_path):
     model_dir = tiny.save_pretrained(tmp_path / "tiny")
     torch_version = Inpainter.from_pretrained(model_dir, device="cpu")
@@ -73,6 +75,7 @@ def test_bad_backend_and_classical_export(tmp_path):
         to_onnx(Inpainter.from_pretrained("telea"), tmp_path / "x.onnx")
 
 
+@pytest.mark.slow
 def test_cli_export_onnx(tiny, tmp_path, capsys):
     model_dir = tiny.save_pretrained(tmp_path / "tiny")
     assert main(["export-onnx", "--weights", str(model_dir), "--out", str(tmp_path / "m.onnx")]) == 0
@@ -84,6 +87,7 @@ def test_cli_export_onnx(tiny, tmp_path, capsys):
         assert "example:" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_serve_runs_networks_on_the_cpu_through_onnxruntime_by_default(tiny, tmp_path, monkeypatch, capsys):
     """`serve --backend auto` (the default): onnxruntime for a network with a graph on the CPU (faster per request,
     the export paid once at start), torch for classical methods; --backend torch keeps PyTorch."""

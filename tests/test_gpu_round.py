@@ -62,6 +62,7 @@ def gpu_round(*args: str, **environment: str) -> subprocess.CompletedProcess:
     return run(["bash", str(SCRIPTS / "gpu_round.sh"), *args], **environment)
 
 
+@pytest.mark.slow
 def test_pack_faces_parts_read_like_the_files(tmp_path):
     files = make_faces(tmp_path / "faces")
     listed = write_list(tmp_path / "train.flist", files)
@@ -100,6 +101,7 @@ def test_pack_faces_parts_read_like_the_files(tmp_path):
         (["--format", "gif"], "invalid choice"),
     ],
 )
+@pytest.mark.slow
 def test_pack_faces_errors_are_one_line(tmp_path, args, message):
     other = tmp_path / "other"
     other.mkdir()
@@ -146,6 +148,7 @@ def tree_bytes(repo: Path) -> int:
     return sum((repo / name).stat().st_size for name in listed if (repo / name).is_file())
 
 
+@pytest.mark.slow
 def test_prepare_fills_two_calls_moves_aside_and_restore_puts_back(repo):
     before = {name: hashlib.sha256((repo / name).read_bytes()).hexdigest()
               for name in ("checkpoints/other.pt", "weights/other/model.safetensors")}  # fmt: skip
@@ -174,6 +177,7 @@ def test_prepare_fills_two_calls_moves_aside_and_restore_puts_back(repo):
     assert before == {name: hashlib.sha256((repo / name).read_bytes()).hexdigest() for name in before}
 
 
+@pytest.mark.slow
 def test_prepare_refuses_a_bad_recipe_and_moves_nothing(repo):
     result = gpu_round("prepare", **settings(repo, EXTRA_SETS="--set train.no_such_key=1"))
     assert result.returncode == 1 and "unknown key train.no_such_key" in result.stderr
@@ -192,6 +196,7 @@ def write_part(path: Path, files: list[Path]) -> None:
             archive.writestr(f"{file.parent.name}/{file.name}", buffer.getvalue())
 
 
+@pytest.mark.slow
 def test_start_and_collect_train_from_the_parts_on_the_cpu(tmp_path):
     # The copy of the repo on the GPU machine, as prepare's one call carries it: parts, val, plan.env.
     repo, work, out = tmp_path / "repo", tmp_path / "work", tmp_path / "out"

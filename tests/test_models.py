@@ -1,8 +1,12 @@
 """DeepFillv2 generator and SN-PatchGAN: parameter counts, shapes, ranges, masks, autocast."""
 
+import json
+
 import pytest
 import torch
 
+from faceinpaint.errors import InpaintError
+from faceinpaint.inpainter import Inpainter
 from faceinpaint.models import ARCHITECTURES, DeepFillV2, SNPatchGAN
 
 
@@ -17,8 +21,14 @@ def test_parameter_counts_match_the_paper():
     assert _count(SNPatchGAN()) == pytest.approx(5.95e6, rel=0.02)
 
 
-def test_registry_names_the_generator():
-    assert ARCHITECTURES["deepfillv2"] is DeepFillV2
+def test_a_model_dir_names_its_generator_through_the_registry(tmp_path):
+    """config.json's "arch" picks the class that loads the weights; an unknown name lists the valid ones."""
+    torch.manual_seed(0)
+    saved = Inpainter.from_config("deepfillv2", {"width": 8}, 32, device="cpu").save_pretrained(tmp_path / "tiny")
+    assert json.loads((saved / "config.json").read_text())["arch"] == "deepfillv2"
+    assert type(Inpainter.from_pretrained(saved, device="cpu").model) is DeepFillV2
+    with pytest.raises(InpaintError, match=f"unknown architecture 'deepfil'; valid: {', '.join(ARCHITECTURES)}"):
+        Inpainter.from_config("deepfil", {}, 32, device="cpu")
 
 
 @pytest.mark.parametrize("size", [(32, 32), (40, 24)])

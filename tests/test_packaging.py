@@ -55,10 +55,14 @@ def test_names_resolve_from_the_environment_then_the_package_then_the_repo(
     assert lines["telea"][-3:] == [*weights.SOURCE_BUILT_IN.split(), "-"]
 
 
-def test_version_and_python_dash_m(capsys):
+def test_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out == f"faceinpaint {faceinpaint.__version__}\n"
+
+
+@pytest.mark.slow
+def test_python_dash_m_runs_the_cli():
     done = subprocess.run([sys.executable, "-m", "faceinpaint", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout == f"faceinpaint {faceinpaint.__version__}\n"
 

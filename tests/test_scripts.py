@@ -59,6 +59,7 @@ def test_paired_difference_errors(tmp_path, metric, second, message):
     assert run(tmp_path / "missing", metric, "A", "B").returncode == 1
 
 
+@pytest.mark.slow
 def test_twoface_grid_draws_the_shipped_models_on_the_sample(tmp_path):
     pytest.importorskip("dlib", reason="the part masks need faceinpaint[faces]")
     script = Path(__file__).parent.parent / "scripts" / "twoface_grid.py"
@@ -72,6 +73,7 @@ def test_twoface_grid_draws_the_shipped_models_on_the_sample(tmp_path):
     assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_sample_grid_draws_each_model_on_the_sample(tmp_path):
     pytest.importorskip("dlib", reason="the part masks need faceinpaint[faces]")
     script = Path(__file__).parent.parent / "scripts" / "sample_grid.py"

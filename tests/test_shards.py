@@ -72,6 +72,7 @@ def test_a_plain_run_keeps_the_device_it_was_given():
     assert rank_device("cpu", Shard(1, 2, 1)) == "cpu"
 
 
+@pytest.mark.slow
 def test_two_cpu_ranks_inpaint_twenty_faces_each_once(tmp_path):
     images, masks, out = tmp_path / "faces", tmp_path / "masks", tmp_path / "out"
     write_faces(images, masks, 20)

@@ -146,6 +146,7 @@ def test_slim_checkpoint_leaves_out_a_discriminator_never_trained(tmp_path):
     assert all("loss_d" in r for r in read_metrics(resumed.run_dir) if r["kind"] == "train" and r["step"] > 4)
 
 
+@pytest.mark.slow
 def test_sigterm_leaves_a_valid_last_checkpoint(tmp_path):
     config = tiny_config(tmp_path, max_steps=100000, save_every=100000, val_every=100000, sample_every=100000)
     path = tmp_path / "tiny.yaml"
@@ -186,6 +187,7 @@ def _ddp_worker(rank: int, config: dict, port: int, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_keeps_ranks_identical(tmp_path):
     config = tiny_config(tmp_path, max_steps=3, batch_size=2, val_every=1000, sample_every=1000)
     mp.spawn(_ddp_worker, args=(config, _free_port(), str(tmp_path)), nprocs=2, join=True)
@@ -281,12 +283,12 @@ def test_a_negative_loss_weight_is_refused():
 
 
 def test_cpu_bf16_falls_back_to_float32_where_the_cpu_has_none(tmp_path, monkeypatch):
-    import faceinpaint.train as training
+    import faceinpaint.train_setup
 
-    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(faceinpaint.train_setup, "cpu_has_bf16", lambda: False)
     config = tiny_config(tmp_path, faces=4, max_steps=1, cpu_bf16=True, gan=0.0, val_every=10, sample_every=10)
     with pytest.warns(UserWarning, match="no AVX512-BF16 or AMX"):
-        result = training.train(from_dict(config, name="fp32"))
+        result = train(from_dict(config, name="fp32"))
     (record,) = [r for r in read_metrics(result.run_dir) if r["kind"] == "train"]
     assert np.isfinite(record["l1_refined"])
 

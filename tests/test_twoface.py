@@ -13,7 +13,7 @@ from faceinpaint.cli import main
 from faceinpaint.config import from_dict, load_config
 from faceinpaint.errors import InpaintError
 from faceinpaint.inpainter import Inpainter
-from faceinpaint.models import ARCHITECTURES, DeepFillV2, TwoFace
+from faceinpaint.models import DeepFillV2, TwoFace
 from faceinpaint.train import train
 from faceinpaint.train_data import References, hole_crops
 
@@ -47,7 +47,7 @@ def test_parameter_count_and_registry(capsys):
         print(f"\nTwoFace(width=48, reference_width=32): {_count(model) / 1e6:.2f}M parameters "
               f"(DeepFillv2 {_count(deepfill) / 1e6:.2f}M)")  # fmt: skip
     assert _count(model) == pytest.approx(4.66e6, rel=0.01)
-    assert ARCHITECTURES["twoface"] is TwoFace
+    assert type(Inpainter.from_config("twoface", {"width": 8, "reference_width": 8}, 32).model) is TwoFace
     # The inherited DeepFillv2 part keeps its names and shapes: its weights load into a TwoFace.
     shared = {key: value.shape for key, value in deepfill.state_dict().items()}
     assert all(model.state_dict()[key].shape == shape for key, shape in shared.items())

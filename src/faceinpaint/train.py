@@ -10,41 +10,32 @@ local discriminator on a square crop around the hole (`train.local_gan`); and dl
 truth and to the reference (`train.identity_weight`). Each term is skipped when its weight is 0.
 """
 
-import json
 import signal
 import sys
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from faceinpaint.config import Config
 from faceinpaint.errors import InpaintError
-from faceinpaint.figures import save_grid
-from faceinpaint.losses import (
-    adversarial_weight,
-)
-from faceinpaint.train_data import (
-    validate,
-)
+from faceinpaint.train_report import RunReport
 from faceinpaint.train_setup import (
     build_networks,
     build_optimizers,
     choose_run_dir,
-    cpu_has_bf16,
     distributed,
-    open_writer,
+    precision,
     resume_from,
     save_state,
+    training_views,
 )
-from faceinpaint.train_step import discriminator_losses, generator_loss, make_batch, training_data
+from faceinpaint.train_step import make_batch, optimise_step, training_data, update_ema
 
 
 @dataclass
@@ -75,6 +66,39 @@ class _StopSignal:
             signal.signal(sig, handler)
 
 
+class _Budget:
+    """The run's time limits: wall minutes (--max-minutes) and this process's CPU minutes (--max-cpu-minutes)."""
+
+    def __init__(self, max_minutes: float | None, max_cpu_minutes: float | None):
+        self.max_minutes, self.max_cpu_minutes = max_minutes, max_cpu_minutes
+        self.started, self.cpu_started = time.monotonic(), time.process_time()
+
+    def wall(self) -> float:
+        return time.monotonic() - self.started
+
+    def spent(self) -> bool:
+        over = self.max_minutes is not None and self.wall() > 60.0 * self.max_minutes
+        return over or (self.max_cpu_minutes is not None
+                        and time.process_time() - self.cpu_started > 60.0 * self.max_cpu_minutes)  # fmt: skip
+
+    def reason(self, signal_name: str | None) -> str:
+        if signal_name is not None:
+            return signal_name
+        return f"--max-minutes {self.max_minutes}" if self.max_minutes is not None else (
+            f"--max-cpu-minutes {self.max_cpu_minutes}")  # fmt: skip
+
+
+def _agreed(stopping: bool, step: int, world: int, device: torch.device) -> bool:
+    """Whether every rank stops after `step`: ranks must stop together (or DDP hangs), and agree every 10 steps
+    to spare a sync per step."""
+    if world == 1:
+        return stopping
+    flag = torch.tensor([float(stopping)], device=device)
+    if step % 10 == 0:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return step % 10 == 0 and bool(flag.item())
+
+
 def train(
     cfg: Config,
     resume: str | Path | None = None,
@@ -93,144 +117,45 @@ def train(
         The run dir, the last step and the EMA generator.
     """
     rank, world, device = distributed()
-    bf16 = cfg.train.bf16 and (device.type == "cuda" or cfg.train.cpu_bf16)
-    if bf16 and device.type == "cpu" and not cpu_has_bf16():
-        warnings.warn("train.cpu_bf16: this CPU has no AVX512-BF16 or AMX, so it trains in float32", stacklevel=2)
-        bf16 = False
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    started, cpu_started = time.monotonic(), time.process_time()
-
-    # Build data.
+    autocast, memory_format = precision(cfg, device)
+    budget = _Budget(max_minutes, max_cpu_minutes)
     if not cfg.data.train:
         raise InpaintError("data.train is empty: give a .flist, folder or .zip of training images")
     data = training_data(cfg, device, rank)
 
-    # Build networks and optimisers; resume; choose the run dir.
+    # Networks and optimisers; resume; the run dir; rank 0's report.
     nets = build_networks(cfg, device, memory_format, warm=resume is None, rank=rank)
-    generator, discriminator, local, ema = nets.generator, nets.discriminator, nets.local, nets.ema
-    matching = cfg.train.feature_matching_weight > 0
     optimizers = build_optimizers(nets, cfg, device)
-    optimizer_g, optimizer_d = optimizers.generator, optimizers.discriminator
     checkpoint, state = resume_from(resume, nets, optimizers, cfg) if resume is not None else (None, {})
     start_step, wall_before = state.get("step", 0), state.get("wall_seconds", 0.0)
     run_dir, in_run = choose_run_dir(cfg, checkpoint, state, rank, world)
-    generator_train = DistributedDataParallel(generator) if world > 1 else generator
-    discriminator_train = DistributedDataParallel(discriminator) if world > 1 else discriminator
-    local_train = DistributedDataParallel(local) if world > 1 and local is not None else local
-    if cfg.train.compile:
-        generator_train, discriminator_train = torch.compile(generator_train), torch.compile(discriminator_train)
-        local_train = torch.compile(local_train) if local is not None else None
-    writer = open_writer(run_dir, cfg, start_step, in_run) if rank == 0 else None
+    views = training_views(nets, cfg, world)
+    report = RunReport(run_dir, cfg, device, data.val_set, start_step, in_run) if rank == 0 else None
 
-    def log(record: dict) -> None:
-        with open(run_dir / "metrics.jsonl", "a") as stream:
-            stream.write(json.dumps(record) + "\n")
-        if writer is not None:
-            for key, value in record.items():
-                if key not in ("kind", "step") and isinstance(value, (int, float)):
-                    writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
-
-    def save(step: int) -> None:
-        wall = wall_before + time.monotonic() - started
-        save_state(run_dir, step, cfg, nets, optimizers, wall, world, device)
-
-    step = start_step
-    sums, counts = {}, {}  # loss name -> its sum (kept on the device: no sync per step) and count since the last log
-    crop = cfg.model.resolution // 2  # the local discriminator's input size
-    last_time, last_step = time.monotonic(), start_step
-    bar = tqdm(total=cfg.train.max_steps, initial=start_step, disable=None if rank == 0 else True, file=sys.stderr)
+    step, train_cfg = start_step, cfg.train
+    bar = tqdm(total=train_cfg.max_steps, initial=start_step, disable=None if rank == 0 else True, file=sys.stderr)
     with _StopSignal() as stop:
-        while step < cfg.train.max_steps:
+        while step < train_cfg.max_steps:
             batch = make_batch(data, step, rank, world, cfg, device, memory_format)
-            real, mask = batch.real, batch.mask
-            gan = adversarial_weight(step, cfg.train.gan, cfg.train.gan_start_step, cfg.train.gan_ramp_steps)
-            local_gan = adversarial_weight(
-                step, cfg.train.local_gan, cfg.train.gan_start_step, cfg.train.gan_ramp_steps
-            )
-            with autocast:
-                coarse, refined = generator_train(real, mask, **batch.guide)
-                completed = refined * mask + real * (1.0 - mask)
-                d_pass = discriminator_losses(batch, completed, discriminator_train, local_train, gan, local_gan,
-                                              matching, crop)  # fmt: skip
-            terms = d_pass.terms
-            if terms:
-                optimizer_d.zero_grad(set_to_none=True)
-                sum(terms.values()).backward()
-                optimizer_d.step()
-
-            # Generator step: the bare discriminators, frozen, so DDP syncs no gradient it does not need.
-            for network in nets.discriminators:
-                network.requires_grad_(False)
-            with autocast:
-                loss_g = generator_loss(cfg, nets, batch, coarse, refined, completed, d_pass, gan, local_gan, crop,
-                                        terms)  # fmt: skip
-            optimizer_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            optimizer_g.step()
-            for network in nets.discriminators:
-                network.requires_grad_(True)
-
-            # Update EMA, with a short warm-up so that early checkpoints do not average in the random start.
-            decay = min(cfg.train.ema, (1.0 + step) / (10.0 + step))
-            with torch.no_grad():
-                for averaged, current in zip(ema.parameters(), generator.parameters(), strict=True):
-                    averaged.lerp_(current, 1.0 - decay)
-            for name, value in terms.items():  # a term may start mid-interval (train.gan_start_step)
-                sums[name] = sums.get(name, 0.0) + value.detach().float()
-                counts[name] = counts.get(name, 0) + 1
+            coarse, refined, terms = optimise_step(cfg, nets, optimizers, views, batch, step, autocast)
+            update_ema(nets.ema, nets.generator, step, train_cfg.ema)
             step += 1
             bar.update(1)
-
-            # Log, sample, validate, save.
-            out_of_time = max_minutes is not None and time.monotonic() - started > 60.0 * max_minutes
-            out_of_time |= max_cpu_minutes is not None and time.process_time() - cpu_started > 60.0 * max_cpu_minutes
-            stopping = stop.received is not None or out_of_time
-            if world > 1:  # stop together (or DDP hangs), agreeing every 10 steps to spare a sync per step
-                flag = torch.tensor([float(stopping)], device=device)
-                if step % 10 == 0:
-                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stopping = step % 10 == 0 and bool(flag.item())
-            if rank != 0:
+            stopping = _agreed(stop.received is not None or budget.spent(), step, world, device)
+            if report is not None:
+                report.add(terms)
+                last = stopping or step == train_cfg.max_steps
+                report.after_step(step, last, batch, coarse, refined, nets.ema, bar)
+                if step % train_cfg.save_every == 0 or last:
+                    save_state(run_dir, step, cfg, nets, optimizers, wall_before + budget.wall(), world, device)
                 if stopping:
-                    break
-                continue
-            if step % cfg.train.log_every == 0 or stopping or step == cfg.train.max_steps:
-                now = time.monotonic()
-                values = torch.stack(list(sums.values())).tolist()
-                means = {name: value / counts[name] for name, value in zip(sums, values, strict=True)}
-                record = {"kind": "train", "step": step, **means, "lr": cfg.train.lr,
-                          "it_per_s": (step - last_step) / max(now - last_time, 1e-9)}  # fmt: skip
-                if device.type == "cuda":
-                    record["gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-                log(record)
-                bar.set_postfix(l1=f"{means['l1_refined']:.4f}", d=f"{means.get('loss_d', 0.0):.3f}")
-                eta = (cfg.train.max_steps - step) / max(record["it_per_s"], 1e-9)
-                with open(run_dir / "log.txt", "a") as stream:
-                    stream.write(f"step {step} " + " ".join(f"{k}={v:.4g}" for k, v in list(record.items())[2:])
-                                 + f" eta={eta / 3600:.2f}h\n")  # fmt: skip
-                sums, counts = {}, {}
-                last_time, last_step = now, step
-            if step % cfg.train.sample_every == 0:
-                path = run_dir / "samples" / f"step-{step:07d}.png"
-                grid = save_grid(real, mask, coarse, refined, path, reference=batch.guide.get("reference"))
-                if writer is not None:
-                    writer.add_image("samples", grid, step, dataformats="HWC")
-            if data.val_set is not None and (step % cfg.train.val_every == 0 or step == cfg.train.max_steps):
-                scores = validate(ema, data.val_set, device, cfg.train.batch_size)
-                log({"kind": "val", "step": step, "resolution": cfg.model.resolution, **scores})
-            if step % cfg.train.save_every == 0 or stopping or step == cfg.train.max_steps:
-                save(step)
+                    print(f"faceinpaint: stopped at step {step} ({budget.reason(stop.received)}); "
+                          f"resume with --resume {run_dir}", file=sys.stderr)  # fmt: skip
             if stopping:
-                reason = stop.received or (f"--max-minutes {max_minutes}" if max_minutes is not None
-                                           else f"--max-cpu-minutes {max_cpu_minutes}")  # fmt: skip
-                print(
-                    f"faceinpaint: stopped at step {step} ({reason}); resume with --resume {run_dir}", file=sys.stderr
-                )
                 break
     bar.close()
-    if writer is not None:
-        writer.close()
+    if report is not None:
+        report.close()
     if world > 1:
         dist.barrier()
-    return TrainResult(run_dir=run_dir, step=step, generator=ema)
+    return TrainResult(run_dir=run_dir, step=step, generator=nets.ema)

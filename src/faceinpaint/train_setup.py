@@ -1,5 +1,6 @@
-"""What the training loop (train.py) is built from: the networks and their optimisers, a resumed checkpoint, the
-run dir and its TensorBoard writer. Each piece is a function of the config, so the loop reads as one story."""
+"""What the training loop (train.py) is built from: the precision, the networks and their optimisers, the views a
+step runs (DDP, compiled), a resumed checkpoint, the run dir and its TensorBoard writer. Each piece is a function
+of the config, so the loop reads as one story."""
 
 import copy
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from faceinpaint.checkpoint import (
     checkpoint_path,
@@ -54,6 +56,16 @@ def cpu_has_bf16() -> bool:
     step at 128 took 40x longer than in float32 on an AVX2-only EPYC."""
     probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(probe() for probe in probes if probe is not None) or all(probe is None for probe in probes)
+
+
+def precision(cfg: Config, device: torch.device):
+    """The step's autocast context (bf16 where the config asks and the hardware has it) and memory format."""
+    bf16 = cfg.train.bf16 and (device.type == "cuda" or cfg.train.cpu_bf16)
+    if bf16 and device.type == "cpu" and not cpu_has_bf16():
+        warnings.warn("train.cpu_bf16: this CPU has no AVX512-BF16 or AMX, so it trains in float32", stacklevel=3)
+        bf16 = False
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    return autocast, torch.channels_last if cfg.train.channels_last else torch.contiguous_format
 
 
 @dataclass
@@ -118,6 +130,26 @@ def generator_groups(generator: nn.Module, cfg: Config) -> list[dict]:
         {"params": inherited, "lr": cfg.train.lr},
         {"params": branch, "lr": cfg.train.lr * cfg.train.reference_lr_scale},
     ]
+
+
+@dataclass
+class TrainingViews:
+    """What a step calls: the trained networks, wrapped in DDP when distributed and compiled when asked. The bare
+    networks (Networks) are what is saved, averaged and, frozen, what judges the generator."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    local: nn.Module | None
+
+
+def training_views(nets: Networks, cfg: Config, world: int) -> TrainingViews:
+    def wrap(network: nn.Module | None) -> nn.Module | None:
+        if network is None:
+            return None
+        network = DistributedDataParallel(network) if world > 1 else network
+        return torch.compile(network) if cfg.train.compile else network
+
+    return TrainingViews(wrap(nets.generator), wrap(nets.discriminator), wrap(nets.local))
 
 
 @dataclass

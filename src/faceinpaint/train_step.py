@@ -1,5 +1,6 @@
-"""One training step's pieces (train.py's loop calls them in order): the batch, the discriminator losses and the
-generator's loss, each term named as it is logged. Every draw is seeded by (seed, step, rank) in train_data.py."""
+"""One training step (train.py's loop calls `make_batch`, `optimise_step`, `update_ema` in order): the batch, the
+discriminator losses and the generator's loss, each term named as it is logged, and the two optimiser updates.
+Every draw is seeded by (seed, step, rank) in train_data.py."""
 
 from dataclasses import dataclass
 
@@ -7,6 +8,7 @@ import torch
 
 from faceinpaint.config import Config
 from faceinpaint.losses import (
+    adversarial_weight,
     dlib_feature_loss,
     feature_matching,
     hinge_discriminator,
@@ -28,7 +30,7 @@ from faceinpaint.train_data import (
     seeded,
     validation_set,
 )
-from faceinpaint.train_setup import Networks
+from faceinpaint.train_setup import Networks, Optimizers, TrainingViews
 
 
 @dataclass
@@ -140,3 +142,44 @@ def generator_loss(cfg: Config, nets: Networks, batch: Batch, coarse, refined, c
         terms["identity_target"], terms["identity_reference"] = to_target, to_reference
         loss = loss + train.identity_weight * (to_target + to_reference)
     return loss
+
+
+def optimise_step(cfg: Config, nets: Networks, optimizers: Optimizers, views: TrainingViews, batch: Batch, step: int,
+                  autocast) -> tuple[torch.Tensor, torch.Tensor, dict]:  # fmt: skip
+    """One update of the discriminators (when an adversarial term is on at `step`), then of the generator.
+
+    Returns the coarse and refined outputs and every loss term by its logged name (tensors on the device)."""
+    train, crop = cfg.train, cfg.model.resolution // 2  # crop: the local discriminator's input size
+    gan = adversarial_weight(step, train.gan, train.gan_start_step, train.gan_ramp_steps)
+    local_gan = adversarial_weight(step, train.local_gan, train.gan_start_step, train.gan_ramp_steps)
+    with autocast:
+        coarse, refined = views.generator(batch.real, batch.mask, **batch.guide)
+        completed = refined * batch.mask + batch.real * (1.0 - batch.mask)
+        d_pass = discriminator_losses(batch, completed, views.discriminator, views.local, gan, local_gan,
+                                      train.feature_matching_weight > 0, crop)  # fmt: skip
+    terms = d_pass.terms
+    if terms:
+        optimizers.discriminator.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        optimizers.discriminator.step()
+
+    # The generator's update: the bare discriminators judge, frozen, so DDP syncs no gradient it does not need.
+    for network in nets.discriminators:
+        network.requires_grad_(False)
+    with autocast:
+        loss = generator_loss(cfg, nets, batch, coarse, refined, completed, d_pass, gan, local_gan, crop, terms)
+    optimizers.generator.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizers.generator.step()
+    for network in nets.discriminators:
+        network.requires_grad_(True)
+    return coarse, refined, terms
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, generator: torch.nn.Module, step: int, decay: float) -> None:
+    """Move the EMA generator towards the trained one, with a short warm-up so that early checkpoints do not
+    average in the random start."""
+    decay = min(decay, (1.0 + step) / (10.0 + step))
+    for averaged, current in zip(ema.parameters(), generator.parameters(), strict=True):
+        averaged.lerp_(current, 1.0 - decay)
