@@ -22,8 +22,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from train_profile import peak_gflops
 
-from faceinpaint.demo import load_sample
-from faceinpaint.export import example_inputs, input_names, onnx_bytes
+from faceinpaint.backends.export import example_inputs, input_names, onnx_bytes
+from faceinpaint.inference.demo import load_sample
 from faceinpaint.inpainter import Inpainter
 
 

@@ -17,8 +17,8 @@ import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from faceinpaint.demo import load_sample
-from faceinpaint.export import onnx_bytes
+from faceinpaint.backends.export import onnx_bytes
+from faceinpaint.inference.demo import load_sample
 from faceinpaint.inpainter import Inpainter
 
 

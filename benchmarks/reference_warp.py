@@ -1,4 +1,4 @@
-"""Milliseconds per pair for reference alignment (reference_warp.py) and `reference-paste`, median of several runs:
+"""Milliseconds per pair for aligning references (faces/reference_warp.py) and `reference-paste`, median of runs:
 the bundled 256 sample with its eyes + mouth mask and the sample mirrored as the reference, and the 512 x 512
 astronaut photo with a turned, shrunk copy of itself. Prints a markdown table.
 
@@ -13,10 +13,10 @@ import numpy as np
 from skimage import data
 from speed import median_ms  # benchmarks/speed.py, beside this script
 
-from faceinpaint.demo import load_sample
-from faceinpaint.part_masks import face_part_mask
-from faceinpaint.reference_paste import reference_paste
-from faceinpaint.reference_warp import face_landmarks, masked_face_landmarks, warp_reference
+from faceinpaint.faces.part_masks import face_part_mask
+from faceinpaint.faces.reference_paste import reference_paste
+from faceinpaint.faces.reference_warp import face_landmarks, masked_face_landmarks, warp_reference
+from faceinpaint.inference.demo import load_sample
 
 
 def _cases() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:

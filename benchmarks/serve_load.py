@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from faceinpaint.demo import load_sample
+from faceinpaint.inference.demo import load_sample
 from faceinpaint.inpainter import Inpainter
 
 

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from train_profile import architectures_at
 
-from faceinpaint.classical import CLASSICAL_METHODS, REFERENCE_METHODS
-from faceinpaint.demo import load_sample
+from faceinpaint.backends.classical import CLASSICAL_METHODS, REFERENCE_METHODS
 from faceinpaint.errors import InpaintError
+from faceinpaint.inference.demo import load_sample
 from faceinpaint.inpainter import Inpainter
 
 NETWORKS = ("deepfillv2-face-256", "twoface-face-256")

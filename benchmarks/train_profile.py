@@ -1,6 +1,6 @@
 """Profile one DeepFillv2 training step on the CPU: milliseconds, FLOPs and GFLOP/s per phase, as a markdown table.
 
-The step is the one `faceinpaint.train.train` runs for `configs/deepfillv2_face-256.yaml` (generator forward, a
+The step is the one `faceinpaint.training.loop.train` runs for `configs/deepfillv2_face-256.yaml` (generator forward, a
 discriminator step on real + completed images, a generator step with L1 on both stages and the optional terms,
 Adam, EMA), built from the project's own networks and loss functions on generated images. Each phase is a
 `torch.profiler.record_function` range (generator stages through module hooks); the backward pass is split over the
@@ -29,9 +29,9 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.flop_counter import FlopCounterMode
 
 from faceinpaint.config import load_config
-from faceinpaint.losses import dlib_feature_loss, feature_matching, hinge_discriminator, hinge_generator, l1
 from faceinpaint.models import DeepFillV2, SNPatchGAN
-from faceinpaint.train_data import masks
+from faceinpaint.training.batches import masks
+from faceinpaint.training.losses import dlib_feature_loss, feature_matching, hinge_discriminator, hinge_generator, l1
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_MODULES = ("layers", "deepfill", "twoface")  # in import order: each imports the ones before it
@@ -164,7 +164,7 @@ class PhaseFlops(FlopCounterMode):
 
 
 def build(args: argparse.Namespace) -> dict:
-    """The networks, optimisers and loss networks of train.py's deepfillv2 recipe at --size / --width."""
+    """The networks, optimisers and loss networks of training/loop.py's deepfillv2 recipe at --size / --width."""
     layout = torch.channels_last if args.layout == "channels_last" else torch.contiguous_format
     torch.manual_seed(0)
     generator_class = architectures_at(args.models)["deepfillv2"] if args.models else DeepFillV2
@@ -176,7 +176,7 @@ def build(args: argparse.Namespace) -> dict:
     nets["optimizer_d"] = torch.optim.Adam(nets["discriminator"].parameters(), lr=1e-4, betas=(0.5, 0.999),
                                            fused=fused)  # fmt: skip
     if "stlpips" in args.losses:
-        from faceinpaint.perceptual import STLPIPS
+        from faceinpaint.models.perceptual import STLPIPS
 
         nets["stlpips"] = STLPIPS.from_package().requires_grad_(False)
     if "dlib" in args.losses:
@@ -188,7 +188,7 @@ def build(args: argparse.Namespace) -> dict:
 
 
 def step(nets: dict, real: torch.Tensor, mask: torch.Tensor, losses: set, phase: Phases, number: int) -> None:
-    """One training step, in train.py's order, each phase in its own range."""
+    """One training step, in training/loop.py's order, each phase in its own range."""
     generator, discriminator = nets["generator"], nets["discriminator"]
     with phase("G other (mask, paste, tanh)"):
         coarse, refined = generator(real, mask)

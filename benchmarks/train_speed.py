@@ -1,11 +1,11 @@
 """Training speed of a config (default: the 256 DeepFillv2 face recipe): images/s of the code before and after a
 change, measured in one run, and the FLOP/s reached against the machine's fp32 peak. Runs the real loop
-(`faceinpaint.train.train`) on generated images and prints a markdown table.
+(`faceinpaint.training.loop.train`) on generated images and prints a markdown table.
 
 Arms, run in turn (before, after, before, after, ...) so that other work on the machine slows both alike:
   before: the generator architectures as committed at `--before` (default HEAD; src/faceinpaint/models/layers.py,
           deepfill.py and twoface.py read with `git show`) and the config as given;
-  after:  the working tree, with `--after-set` overrides (default: contiguous layout), and the loop (train.py)
+  after:  the working tree, with `--after-set` overrides (default: contiguous layout), and the loop (training/loop.py)
           patched with `--loop-patch` when given (a proposed diff, measured before it is merged); one such arm for
           each of `--after-threads` (default: --threads, as the before arm).
 `--before none` measures the working tree alone. FLOPs are counted (torch.utils.flop_counter.FlopCounterMode) over
@@ -31,10 +31,10 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from train_profile import architectures_at, peak_gflops
 
-import faceinpaint.train
-from faceinpaint.checkpoint import read_metrics
+import faceinpaint.training.loop
 from faceinpaint.config import load_config
 from faceinpaint.models import ARCHITECTURES
+from faceinpaint.training.checkpoint import read_metrics
 
 LOSS_WEIGHTS = {"stlpips": "train.stlpips_weight", "dlib": "train.dlib_feature_weight",
                 "matching": "train.feature_matching_weight"}  # fmt: skip
@@ -50,8 +50,8 @@ def _images(folder: Path, count: int, size: int) -> Path:
 
 
 def patched_train(patch: Path, scratch: Path):
-    """`faceinpaint.train.train` from a copy of train.py with `patch` (a unified diff of it) applied."""
-    source = Path(faceinpaint.train.__file__)
+    """`faceinpaint.training.loop.train` from a copy of training/loop.py with `patch` (a unified diff) applied."""
+    source = Path(faceinpaint.training.loop.__file__)
     target = scratch / "train_patched.py"
     subprocess.run(["patch", "--quiet", "-o", str(target), str(source), str(patch)], check=True)
     spec = importlib.util.spec_from_file_location("faceinpaint.train_patched", target)
@@ -102,7 +102,9 @@ def main() -> None:
     parser.add_argument("--before", default="HEAD", help="commit of the 'before' models, or 'none'")
     parser.add_argument("--after-set", nargs="*", default=["train.channels_last=false"], help="config overrides")
     parser.add_argument("--after-threads", type=int, nargs="*", help="an 'after' arm for each (default --threads)")
-    parser.add_argument("--loop-patch", type=Path, help="a unified diff of src/faceinpaint/train.py for 'after'")
+    parser.add_argument(
+        "--loop-patch", type=Path, help="a unified diff of src/faceinpaint/training/loop.py for 'after'"
+    )
     args = parser.parse_args()
     losses = [name for name in args.losses.split(",") if name]
     if set(losses) - set(LOSS_WEIGHTS):
@@ -118,9 +120,9 @@ def main() -> None:
                   *(f"{LOSS_WEIGHTS[name]}=1.0" for name in losses), *args.set]  # fmt: skip
         arms = {}  # name -> (generator classes, loop, overrides, threads, what it is)
         if args.before != "none":
-            arms["before"] = (architectures_at(args.before), faceinpaint.train.train, [], args.threads,
+            arms["before"] = (architectures_at(args.before), faceinpaint.training.loop.train, [], args.threads,
                               f"models at {args.before}, config as given")  # fmt: skip
-        loop = patched_train(args.loop_patch, scratch) if args.loop_patch else faceinpaint.train.train
+        loop = patched_train(args.loop_patch, scratch) if args.loop_patch else faceinpaint.training.loop.train
         what = "working tree" + (f" + {args.loop_patch.name}" if args.loop_patch else "")
         what += f", {' '.join(args.after_set)}" if args.after_set else ""
         for threads in args.after_threads or [args.threads]:

@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from faceinpaint.data import find_images
-from faceinpaint.data_tools import write_lines
+from faceinpaint.data.datasets import find_images
+from faceinpaint.data.lists import write_lines
 from faceinpaint.errors import InpaintError
 
 SETS = ("celeba-id-256", "celeba-align-id-256", "aaf-256")

@@ -17,7 +17,7 @@
 #   start    GPU   stash, then start `faceinpaint train CONFIG --resume RESUME` under setsid nohup (it outlives the
 #                  call), print the settings and the first log lines, and return. No CUDA needed (CPU smoke runs).
 #   collect  GPU   wait for the run to end (it stops itself at MAX_MINUTES), slim its newest checkpoint (fp16, no
-#                  optimiser: faceinpaint.checkpoint.slim_checkpoint, as `export-weights --keep-checkpoint`), and
+#                  optimiser: faceinpaint.training.checkpoint.slim_checkpoint, as `export-weights --keep-checkpoint`), and
 #                  copy it, metrics.jsonl, log.txt, config.yaml, the trainer's output, the last sample grid and
 #                  collect.txt (summary, checkpoint sha256, nvidia-smi samples of GPU memory) into $OUT.
 #
@@ -140,8 +140,8 @@ try:
     train = load_config(config, words[1::2]).train
     files = {}  # package -> (file inside it, where it is here)
     if train.stlpips_weight > 0:
-        from faceinpaint.metrics import package_file
-        from faceinpaint.perceptual import STLPIPS_INSTALL, STLPIPS_WEIGHTS
+        from faceinpaint.evaluation.metrics import package_file
+        from faceinpaint.models.perceptual import STLPIPS_INSTALL, STLPIPS_WEIGHTS
 
         files["stlpips_pytorch"] = (STLPIPS_WEIGHTS, package_file("stlpips_pytorch", STLPIPS_WEIGHTS, STLPIPS_INSTALL))
     if train.dlib_feature_weight > 0 or train.identity_weight > 0:
@@ -402,7 +402,7 @@ cmd_collect() {
     slim=$("$PY" - "$run" "$WORK/collect" 2>>"$summary" <<'PYTHON' || true
 import json, sys
 from pathlib import Path
-from faceinpaint.checkpoint import find_checkpoint, read_metrics, slim_checkpoint
+from faceinpaint.training.checkpoint import find_checkpoint, read_metrics, slim_checkpoint
 from faceinpaint.errors import InpaintError
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
 try:

@@ -1,6 +1,6 @@
 """The mean of dlib's 68 landmarks over FFHQ-aligned faces, as the Python constant `ALIGNED_LANDMARKS_68`.
 
-Reference alignment (`faceinpaint.reference_warp`) falls back to it where no face is found in the masked photo and
+Reference alignment (`faceinpaint.faces.reference_warp`) falls back to it where no face is found in the masked photo,
 the photo is an aligned crop, and uses it for the landmarks that the hole hides. The points are given for a
 256 x 256 crop, (x, y) in pixel index coordinates; the spread across faces is printed too.
 
@@ -12,7 +12,7 @@ import argparse
 import numpy as np
 from PIL import Image
 
-from faceinpaint.faces import detect_faces
+from faceinpaint.faces.detect import detect_faces
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 A call to the GPU machine carries at most 64 MiB with the repo, so the faces travel as parts: uncompressed (stored)
 zips of JPEG or WebP bytes that `faceinpaint train` reads as they are (`data.train: <folder of parts>`, see
-faceinpaint.data.open_image_source). Each image is decoded by faceinpaint's own decoder at --size (shorter side
+faceinpaint.data.datasets.open_image_source). Each image is decoded by faceinpaint's decoder at --size (shorter side
 resized, centre crop: what training would do) and re-encoded once. Every K-th listed image is taken (--every), then
 they are shuffled with --seed and cut to --limit and into parts, so --limit and the first k parts are uniform
 samples of the set. A member keeps the image's path from the set's root (`celeba-id-256/07201/000123.webp`): its
@@ -34,7 +34,7 @@ from pathlib import Path, PurePath, PurePosixPath
 from PIL import Image, features
 
 from faceinpaint.atomic import atomic_write
-from faceinpaint.data import decode_image, open_image_source
+from faceinpaint.data.datasets import decode_image, open_image_source
 from faceinpaint.errors import InpaintError
 
 FORMATS = {"jpeg": ("JPEG", ".jpg", {"optimize": True}), "webp": ("WEBP", ".webp", {"method": 4})}

@@ -14,12 +14,12 @@ import sys
 
 import numpy as np
 
-from faceinpaint.demo import load_sample
 from faceinpaint.errors import InpaintError
-from faceinpaint.figures import labelled_grid
+from faceinpaint.faces.part_masks import face_part_mask
 from faceinpaint.images import write_image
+from faceinpaint.inference.demo import load_sample
 from faceinpaint.inpainter import Inpainter
-from faceinpaint.part_masks import face_part_mask
+from faceinpaint.training.figures import labelled_grid
 
 HOLES = (("eyes", "mouth"), ("eyes",), ("mouth",))
 

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 
 from faceinpaint.atomic import atomic_write
-from faceinpaint.data import list_images
+from faceinpaint.data.datasets import list_images
+from faceinpaint.data.references import photos_by_person, same_person_references
 from faceinpaint.errors import InpaintError
-from faceinpaint.evaluate import load_masks, read_batch
-from faceinpaint.identity import SFaceJudge, cosine
+from faceinpaint.evaluation.evaluate import load_masks, read_batch
+from faceinpaint.evaluation.identity import SFaceJudge, cosine
 from faceinpaint.images import tensor_to_uint8
 from faceinpaint.inpainter import Inpainter
-from faceinpaint.references import photos_by_person, same_person_references
 
 sys.path.insert(0, str(Path(__file__).parent))
 from paired_difference import summary  # noqa: E402

@@ -13,12 +13,12 @@ import sys
 
 import numpy as np
 
-from faceinpaint.demo import load_sample
 from faceinpaint.errors import InpaintError
-from faceinpaint.figures import labelled_grid
+from faceinpaint.faces.part_masks import face_part_mask
 from faceinpaint.images import write_image
+from faceinpaint.inference.demo import load_sample
 from faceinpaint.inpainter import Inpainter
-from faceinpaint.part_masks import face_part_mask
+from faceinpaint.training.figures import labelled_grid
 
 TITLES = ("ground truth", "input", "reference", "deepfillv2-face-256", "twoface-face-256", "twoface, no reference")
 

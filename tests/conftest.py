@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from faceinpaint.demo import load_sample
+from faceinpaint.inference.demo import load_sample
 from faceinpaint.inpainter import Inpainter
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faceinpaint.demo import load_sample
+from faceinpaint.inference.demo import load_sample
 from faceinpaint.inpainter import Inpainter
 
 # (row, column) inside the bundled sample's hole (both eyes and the mouth) where the outputs are compared.

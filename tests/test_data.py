@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from faceinpaint.cli import main
-from faceinpaint.data import FileListDataset, TwoFaceDataset
-from faceinpaint.data_device import identity_index, load_uint8
-from faceinpaint.data_tools import make_file_lists, make_twoface, split_identity
+from faceinpaint.data.datasets import FileListDataset, TwoFaceDataset
+from faceinpaint.data.device import identity_index, load_uint8
+from faceinpaint.data.lists import make_file_lists, make_twoface, split_identity
 from faceinpaint.errors import InpaintError
 
 COUNTS = {"id0": 2, "id1": 3, "id2": 4, "id3": 5, "id4": 6, "id5": 7}  # 27 photos of 6 people at 40x48

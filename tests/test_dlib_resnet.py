@@ -7,10 +7,10 @@ import pytest
 import torch
 from skimage import data
 
-from faceinpaint.demo import load_sample
 from faceinpaint.errors import InpaintError
-from faceinpaint.faces import hog_detector, shape_predictor
+from faceinpaint.faces.detect import hog_detector, shape_predictor
 from faceinpaint.images import uint8_to_tensor
+from faceinpaint.inference.demo import load_sample
 from faceinpaint.models import dlib_resnet
 from faceinpaint.models.dlib_resnet import (
     CHIP_PADDING,
@@ -139,7 +139,7 @@ def test_gradients_reach_the_pixels(network, demo_face):
 def test_training_identity_losses(network, demo_face):
     """The trainer's two terms: to the truth over the batch, to the reference where one is available; gradients
     reach the output only."""
-    from faceinpaint.losses import identity_losses
+    from faceinpaint.training.losses import identity_losses
 
     target = uint8_to_tensor(np.stack([demo_face, demo_face[:, ::-1]]))
     noise = 0.1 * torch.randn_like(target, generator=torch.Generator().manual_seed(1))

@@ -9,12 +9,12 @@ import pytest
 from PIL import Image
 
 from faceinpaint.cli import main
-from faceinpaint.evaluate import read_masks
-from faceinpaint.fid import InceptionFeatures
+from faceinpaint.data.masks import mask_set
+from faceinpaint.evaluation.evaluate import read_masks
+from faceinpaint.evaluation.fid import InceptionFeatures
+from faceinpaint.evaluation.metrics import fid_from_features
+from faceinpaint.evaluation.study import load_study_config, run_study
 from faceinpaint.images import uint8_to_tensor
-from faceinpaint.masks import mask_set
-from faceinpaint.metrics import fid_from_features
-from faceinpaint.study import load_study_config, run_study
 
 
 @pytest.fixture
@@ -110,9 +110,9 @@ def test_evaluate_command_rejects_an_unknown_metric(tmp_path, faces, capsys):
 
 
 def test_same_person_references_are_another_photo_of_the_same_folder(tmp_path):
-    from faceinpaint.data import list_images
+    from faceinpaint.data.datasets import list_images
+    from faceinpaint.data.references import same_person_references
     from faceinpaint.errors import InpaintError
-    from faceinpaint.references import same_person_references
 
     for person, count in (("a", 3), ("b", 2), ("c", 1)):
         (tmp_path / person).mkdir()
@@ -164,7 +164,7 @@ def test_study_with_face_part_masks_runs_reference_models_with_and_without_the_r
 
 
 def test_a_face_that_is_not_found_takes_the_mean_landmarks_of_the_others(face):
-    from faceinpaint.part_masks import aligned_part_masks
+    from faceinpaint.faces.part_masks import aligned_part_masks
 
     pixels = np.asarray(face[0].convert("RGB"))
     grey = np.full_like(pixels, 128)

@@ -7,9 +7,7 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from faceinpaint.cli import main  # noqa: E402
-from faceinpaint.errors import InpaintError  # noqa: E402
-from faceinpaint.export import (  # noqa: E402
+from faceinpaint.backends.export import (  # noqa: E402
     PARITY_TOLERANCE,
     example_inputs,
     onnx_session,
@@ -17,6 +15,8 @@ from faceinpaint.export import (  # noqa: E402
     to_onnx,
     to_torchscript,
 )
+from faceinpaint.cli import main  # noqa: E402
+from faceinpaint.errors import InpaintError  # noqa: E402
 from faceinpaint.inpainter import Inpainter  # noqa: E402
 
 

@@ -9,14 +9,14 @@ from PIL import Image
 from skimage import data
 
 from faceinpaint import Inpainter
-from faceinpaint import faces as faces_module
-from faceinpaint.align import align_face, unalign
 from faceinpaint.cli import main
-from faceinpaint.demo import load_sample
 from faceinpaint.errors import InpaintError
-from faceinpaint.faces import detect_faces, face_quad
-from faceinpaint.part_masks import PARTS, part_mask
-from faceinpaint.photo import needs_alignment
+from faceinpaint.faces import detect as faces_module
+from faceinpaint.faces.align import align_face, unalign
+from faceinpaint.faces.detect import detect_faces, face_quad
+from faceinpaint.faces.part_masks import PARTS, part_mask
+from faceinpaint.faces.photo import needs_alignment
+from faceinpaint.inference.demo import load_sample
 
 pytest.importorskip("dlib", reason="needs faceinpaint[faces]")
 pytest.importorskip("face_recognition_models", reason="needs faceinpaint[faces]")

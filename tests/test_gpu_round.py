@@ -14,9 +14,9 @@ import torch
 import yaml
 from PIL import Image
 
-from faceinpaint.checkpoint import load_checkpoint, read_metrics
-from faceinpaint.data import decode_image, open_image_source
-from faceinpaint.data_device import identity_index, load_uint8
+from faceinpaint.data.datasets import decode_image, open_image_source
+from faceinpaint.data.device import identity_index, load_uint8
+from faceinpaint.training.checkpoint import load_checkpoint, read_metrics
 
 SCRIPTS = Path(__file__).parent.parent / "scripts"
 SIZE = 32  # the packed and trained side

@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from faceinpaint import Inpainter, InpaintError
-from faceinpaint.classical import CLASSICAL_METHODS, REFERENCE_METHODS
+from faceinpaint.backends.classical import CLASSICAL_METHODS, REFERENCE_METHODS
 
 
 @pytest.mark.parametrize("name", sorted(set(CLASSICAL_METHODS) - REFERENCE_METHODS))  # those: test_reference_paste

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from faceinpaint.demo import load_sample
+from faceinpaint.data.mask_batches import face_parts_region
+from faceinpaint.data.masks import FACE_PARTS
 from faceinpaint.images import uint8_to_tensor
-from faceinpaint.losses import adversarial_weight, dlib_feature_loss, feature_matching, hole_l1
-from faceinpaint.mask_batches import face_parts_region
-from faceinpaint.masks import FACE_PARTS
+from faceinpaint.inference.demo import load_sample
 from faceinpaint.models.discriminator import SNPatchGAN
+from faceinpaint.training.losses import adversarial_weight, dlib_feature_loss, feature_matching, hole_l1
 
 
 def _face() -> torch.Tensor:
@@ -77,7 +77,7 @@ def test_dlib_features_are_zero_for_the_same_face_and_grow_with_damage():
 
 def test_stlpips_distance_has_gradients_and_equals_the_judge():
     pytest.importorskip("stlpips_pytorch", reason="needs faceinpaint[eval]")
-    from faceinpaint.perceptual import STLPIPS
+    from faceinpaint.models.perceptual import STLPIPS
 
     model, face = STLPIPS.from_package().requires_grad_(False), _face()[..., ::4, ::4]  # 64x64 keeps it quick
     noisy = (face + 0.2 * torch.randn(face.shape, generator=torch.Generator().manual_seed(0))).requires_grad_(True)

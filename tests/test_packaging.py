@@ -161,7 +161,7 @@ from pathlib import Path
 import numpy as np
 import faceinpaint
 from faceinpaint import Inpainter
-from faceinpaint.demo import load_sample
+from faceinpaint.inference.demo import load_sample
 
 venv, repo = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
 assert Path(faceinpaint.__file__).resolve().is_relative_to(venv), faceinpaint.__file__
@@ -187,7 +187,7 @@ import torch
 repo = Path(sys.argv[1]).resolve()
 inpainter = torch.hub.load(str(repo), "deepfillv2_face", source="local", device="cpu")
 import faceinpaint
-from faceinpaint.demo import load_sample
+from faceinpaint.inference.demo import load_sample
 
 assert Path(faceinpaint.__file__).resolve().is_relative_to(repo / "src"), faceinpaint.__file__  # the repo's code
 image, hole = load_sample()

@@ -7,14 +7,14 @@ from PIL import Image
 from skimage import data
 
 from faceinpaint.errors import InpaintError
+from faceinpaint.faces.part_masks import face_part_mask
 from faceinpaint.inpainter import Inpainter
-from faceinpaint.part_masks import face_part_mask
 
 pytest.importorskip("dlib", reason="needs faceinpaint[faces]")
 pytest.importorskip("face_recognition_models", reason="needs faceinpaint[faces]")
 
-from faceinpaint.reference_paste import match_colours, reference_paste  # noqa: E402
-from faceinpaint.reference_warp import ALIGNED_LANDMARKS_68, masked_face_landmarks, warp_reference  # noqa: E402
+from faceinpaint.faces.reference_paste import match_colours, reference_paste  # noqa: E402
+from faceinpaint.faces.reference_warp import ALIGNED_LANDMARKS_68, masked_face_landmarks, warp_reference  # noqa: E402
 
 # The reference: the astronaut turned by 12 degrees, shrunk to 0.85, moved, and darker (another "photo" of her).
 REFERENCE_TRANSFORM = cv2.getRotationMatrix2D((260.0, 200.0), 12.0, 0.85) + np.array([[0, 0, 30.0], [0, 0, -20.0]])

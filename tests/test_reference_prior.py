@@ -10,15 +10,15 @@ from skimage import data
 
 from faceinpaint.config import from_dict
 from faceinpaint.errors import InpaintError
+from faceinpaint.faces.part_masks import face_part_mask
 from faceinpaint.inpainter import Inpainter
 from faceinpaint.models import TwoFace
-from faceinpaint.part_masks import face_part_mask
 
 pytest.importorskip("dlib", reason="needs faceinpaint[faces]")
 pytest.importorskip("face_recognition_models", reason="needs faceinpaint[faces]")
 
-from faceinpaint import landmark_cache  # noqa: E402
-from faceinpaint.reference_prior import (  # noqa: E402
+from faceinpaint.faces import landmark_cache  # noqa: E402
+from faceinpaint.faces.reference_prior import (  # noqa: E402
     batch_prior,
     fit_similarity,
     image_prior,
@@ -26,8 +26,8 @@ from faceinpaint.reference_prior import (  # noqa: E402
     trusted_weights,
     warp_batch,
 )
-from faceinpaint.reference_warp import ALIGNED_LANDMARKS_68, aligned_landmarks  # noqa: E402
-from faceinpaint.train import train  # noqa: E402
+from faceinpaint.faces.reference_warp import ALIGNED_LANDMARKS_68, aligned_landmarks  # noqa: E402
+from faceinpaint.training.loop import train  # noqa: E402
 from test_twoface import batch_inputs, tiny_config  # noqa: E402
 
 TRANSFORM = np.array([[0.9, -0.2, 30.0], [0.2, 0.9, -10.0]])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceinpaint.figures import LABEL_HEIGHT
+from faceinpaint.training.figures import LABEL_HEIGHT
 
 SCRIPT = Path(__file__).parent.parent / "scripts" / "paired_difference.py"
 

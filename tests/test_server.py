@@ -388,7 +388,7 @@ def test_sideways_phone_photo_is_turned_upright(client, photo):
 
 
 def test_sideways_phone_photo_finds_its_face(client, face):
-    from faceinpaint.faces import faces_available
+    from faceinpaint.faces.detect import faces_available
 
     if not faces_available():
         pytest.skip("needs faceinpaint[faces]")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from faceinpaint import InpaintError
-from faceinpaint.shards import Shard, current_shard, rank_device
+from faceinpaint.inference.shards import Shard, current_shard, rank_device
 
 
 def _torchrun() -> list[str]:

@@ -15,14 +15,14 @@ import torch
 import torch.multiprocessing as mp
 from PIL import Image
 
-from faceinpaint.checkpoint import export_weights, list_checkpoints, load_checkpoint, read_metrics
 from faceinpaint.cli import main
 from faceinpaint.config import dump_config, from_dict, load_config
 from faceinpaint.errors import InpaintError
 from faceinpaint.inpainter import Inpainter
 from faceinpaint.models.deepfill import DeepFillV2
 from faceinpaint.models.discriminator import SNPatchGAN
-from faceinpaint.train import train
+from faceinpaint.training.checkpoint import export_weights, list_checkpoints, load_checkpoint, read_metrics
+from faceinpaint.training.loop import train
 
 
 def make_faces(folder: Path, count: int = 16, size: int = 32) -> Path:
@@ -283,9 +283,9 @@ def test_a_negative_loss_weight_is_refused():
 
 
 def test_cpu_bf16_falls_back_to_float32_where_the_cpu_has_none(tmp_path, monkeypatch):
-    import faceinpaint.train_setup
+    import faceinpaint.training.setup
 
-    monkeypatch.setattr(faceinpaint.train_setup, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(faceinpaint.training.setup, "cpu_has_bf16", lambda: False)
     config = tiny_config(tmp_path, faces=4, max_steps=1, cpu_bf16=True, gan=0.0, val_every=10, sample_every=10)
     with pytest.warns(UserWarning, match="no AVX512-BF16 or AMX"):
         result = train(from_dict(config, name="fp32"))

@@ -8,14 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from faceinpaint.checkpoint import list_checkpoints, load_checkpoint, read_metrics
 from faceinpaint.cli import main
 from faceinpaint.config import from_dict, load_config
 from faceinpaint.errors import InpaintError
 from faceinpaint.inpainter import Inpainter
 from faceinpaint.models import DeepFillV2, TwoFace
-from faceinpaint.train import train
-from faceinpaint.train_data import References, hole_crops
+from faceinpaint.training.batches import References, hole_crops
+from faceinpaint.training.checkpoint import list_checkpoints, load_checkpoint, read_metrics
+from faceinpaint.training.loop import train
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 

@@ -25,7 +25,7 @@ class ModelConfig:
     discriminator_width: int = 64  # SN-PatchGAN's first layer (the global and the local one)
     reference_width: int = 32  # twoface only: width of the reference encoder
     identity_dim: int = 128  # twoface only: size of the learned identity embedding (FiLM)
-    # twoface only (v2): the reference warped onto the face by landmarks enters the encoders (reference_prior.py)
+    # twoface only (v2): the reference warped onto the face by landmarks enters the encoders (faces/reference_prior.py)
     reference_prior: bool = False
 
     @property
@@ -39,8 +39,8 @@ class ModelConfig:
 class DataConfig:
     train: str = ""  # a .flist, a folder or a .zip of training images (layout files); the dataset dir (twoface)
     val: str = ""  # the same for validation (held-out identities); empty: no validation
-    layout: str = "files"  # "files": identity = parent folder's name; "twoface": the seed's lists (data.py)
-    masks: tuple[str, ...] = ("deepfill",)  # mask kinds (faceinpaint.masks), one drawn per sample
+    layout: str = "files"  # "files": identity = parent folder's name; "twoface": the seed's lists (data/datasets.py)
+    masks: tuple[str, ...] = ("deepfill",)  # mask kinds (faceinpaint.data.masks), one drawn per sample
     flip: bool = True  # random horizontal flips
     resident: bool = True  # decode once and keep the set as uint8 on the training device
     workers: int = 4  # decoding threads
@@ -56,8 +56,9 @@ class TrainConfig:
     gan: float = 1.0  # weight of the hinge adversarial term for the generator
     local_gan: float = 0.0  # weight of a second SN-PatchGAN on the hole's bounding box; 0: no local discriminator
     identity_weight: float = 0.0  # weight of 1 - cos(dlib(output), dlib(truth)) + the same to the reference
-    # Structure losses on the completed image (losses.py; each 0 = off). stlpips_weight trains on ST-LPIPS's own
-    # AlexNet, so that model's ST-LPIPS figures must say so (a network that trains a model cannot judge it).
+    # Structure losses on the completed image (training/losses.py; each 0 = off). stlpips_weight trains on
+    # ST-LPIPS's own AlexNet, so that model's ST-LPIPS figures must say so (a network that trains a model cannot
+    # judge it).
     stlpips_weight: float = 0.0  # ST-LPIPS (AlexNet, stlpips-pytorch) distance to the ground truth
     dlib_feature_weight: float = 0.0  # dlib face-ResNet stage features vs the ground truth's (face perceptual)
     feature_matching_weight: float = 0.0  # L1 of the discriminator's features, real vs completed (needs gan > 0)
@@ -180,7 +181,7 @@ def from_dict(data: dict, name: str = "experiment") -> Config:
 def _check_names(config: Config) -> None:
     """Names that only a table elsewhere knows (architectures, mask kinds): checked when the config is read, so a
     typo fails `train --dry-run` with the valid choices, not a run after decoding every image."""
-    from faceinpaint.masks import MASK_KINDS
+    from faceinpaint.data.masks import MASK_KINDS
     from faceinpaint.models import ARCHITECTURES
 
     if config.model.arch not in ARCHITECTURES:

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from faceinpaint import __version__
-from faceinpaint.classical import CLASSICAL_METHODS, REFERENCE_METHODS
+from faceinpaint.backends.classical import CLASSICAL_METHODS, REFERENCE_METHODS
 from faceinpaint.errors import InpaintError
 from faceinpaint.images import mask_to_bool, restore_mode, tensor_to_uint8, uint8_to_tensor
 from faceinpaint.models import ARCHITECTURES
@@ -157,17 +157,17 @@ class Inpainter:
         # Faces per network call. On a CPU one: larger 256 px batches are slower per face there, as their
         # activations leave the cache (measured: docs/benchmarks.md, "CPU inference").
         self.batch_size = 1 if self.device.type == "cpu" else 8
-        # backend "onnx": the network runs as the exported uint8 graph in onnxruntime (export.py), same results
-        # within 2/255; it is exported in memory when the Inpainter is built.
+        # backend "onnx": the network runs as the exported uint8 graph in onnxruntime (backends/export.py), same
+        # results within 2/255; it is exported in memory when the Inpainter is built.
         if backend not in ("torch", "onnx"):
             raise InpaintError(f"unknown backend {backend!r}; use torch or onnx")
         self.backend = backend
         self._onnx = None
         if backend == "onnx":
-            from faceinpaint.export import OnnxRunner
+            from faceinpaint.backends.export import OnnxRunner
 
             self._onnx = OnnxRunner(self)
-        # Whole photos (see photo.py): the default `align` of __call__, and the face models it uses.
+        # Whole photos (see faces/photo.py): the default `align` of __call__, and the face models it uses.
         self.align = "auto"
         self.face_detector = "hog"  # or "yunet"
         self.landmarks = 68  # or 5: avoids the 68-point model (non-commercial licence)
@@ -289,7 +289,7 @@ class Inpainter:
         if align == "never":
             completed = self.complete(pixels, hole, reference)
         else:
-            from faceinpaint.photo import complete_photos
+            from faceinpaint.faces.photo import complete_photos
 
             completed = complete_photos(self, pixels, hole, reference, align)
 
@@ -375,7 +375,7 @@ class Inpainter:
             m = (F.interpolate(m, size=size, mode="area") > 0).float()  # any covered pixel stays a hole
         inputs = [x * (1.0 - m), m] + ([] if reference is None else [reference])
         if reference is not None and getattr(self.model, "prior_inputs", None) is not None:  # Two-Face v2
-            from faceinpaint.reference_prior import image_prior
+            from faceinpaint.faces.reference_prior import image_prior
 
             inputs += [None, image_prior(inputs[0], m, reference, self.landmarks)]  # has_reference, prior
         out = (self._onnx or self.model)(*inputs)[-1].float()

@@ -4,7 +4,7 @@ import json
 import os
 from pathlib import Path
 
-from faceinpaint.classical import CLASSICAL_METHODS
+from faceinpaint.backends.classical import CLASSICAL_METHODS
 from faceinpaint.errors import InpaintError
 
 # The model `make demo` and every command use when none is named, best first; a classical method ends the list

@@ -8,7 +8,7 @@ from faceinpaint.errors import InpaintError
 
 
 def cmd_data_flist(args: argparse.Namespace) -> int:
-    from faceinpaint.data_tools import make_file_lists
+    from faceinpaint.data.lists import make_file_lists
 
     counts = make_file_lists(args.root, args.out, args.val_fraction, args.val_identities, args.seed, args.relative)
     for split in ("train", "val"):
@@ -20,7 +20,7 @@ def cmd_data_flist(args: argparse.Namespace) -> int:
 
 
 def cmd_data_twoface(args: argparse.Namespace) -> int:
-    from faceinpaint.data_tools import make_twoface
+    from faceinpaint.data.lists import make_twoface
 
     counts = make_twoface(args.root, args.out, args.real, args.masked, args.val_identities, args.seed, args.zip)
     for split in ("train", "validation"):
@@ -36,7 +36,7 @@ def cmd_data_twoface(args: argparse.Namespace) -> int:
 def cmd_data_masks(args: argparse.Namespace) -> int:
     import csv
 
-    from faceinpaint.masks import write_mask_set
+    from faceinpaint.data.masks import write_mask_set
 
     out = write_mask_set(args.kind, args.count, args.size, args.seed, args.out)
     with open(out / "masks.csv", newline="") as stream:
@@ -49,7 +49,7 @@ def cmd_data_masks(args: argparse.Namespace) -> int:
 
 
 def cmd_data_align(args: argparse.Namespace) -> int:
-    from faceinpaint.align import FAILURES_FILE, align_folder
+    from faceinpaint.faces.align import FAILURES_FILE, align_folder
 
     report = align_folder(args.src, args.dst, args.size, args.workers, args.detector, args.landmarks)
     kept = f", {report.already_there} already there" if report.already_there else ""

@@ -5,13 +5,13 @@ from pathlib import Path
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from faceinpaint.evaluate import evaluate
+    from faceinpaint.evaluation.evaluate import evaluate
 
     metrics = tuple(name for item in args.metrics for name in item.split(",") if name)
     references = args.references
     if args.same_person is not None:
-        from faceinpaint.data import list_images
-        from faceinpaint.references import same_person_references
+        from faceinpaint.data.datasets import list_images
+        from faceinpaint.data.references import same_person_references
 
         references = same_person_references(list_images(args.images), args.same_person, args.mask_seed)
     report = evaluate(
@@ -75,7 +75,7 @@ def add_evaluate(commands, formatter) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from faceinpaint.study import load_study_config, run_study
+    from faceinpaint.evaluation.study import load_study_config, run_study
 
     config = load_study_config(args.config)
     run_study(config, device=args.device)

@@ -10,9 +10,9 @@ from faceinpaint.images import DEFAULT_MAX_PIXELS
 
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
-    from faceinpaint.inpaint_files import inpaint_paths
+    from faceinpaint.inference.files import inpaint_paths
+    from faceinpaint.inference.shards import current_shard, rank_device
     from faceinpaint.inpainter import Inpainter
-    from faceinpaint.shards import current_shard, rank_device
     from faceinpaint.weights import best_model
 
     shard = current_shard()  # rank 0 of 1 unless started by torchrun
@@ -94,7 +94,7 @@ def add_models(commands, formatter) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from faceinpaint.demo import run_demo
+    from faceinpaint.inference.demo import run_demo
     from faceinpaint.inpainter import Inpainter
     from faceinpaint.weights import best_model
 
@@ -125,8 +125,8 @@ def cmd_mask(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
+    from faceinpaint.faces.part_masks import face_part_mask, parse_parts
     from faceinpaint.images import read_image, write_image
-    from faceinpaint.part_masks import face_part_mask, parse_parts
 
     if args.out.resolve() == args.image.resolve():
         raise InpaintError(f"--out {args.out} is the input image; choose another path (inputs are never overwritten)")

@@ -9,7 +9,7 @@ from faceinpaint.errors import InpaintError
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from faceinpaint.export import to_onnx, to_torchscript
+    from faceinpaint.backends.export import to_onnx, to_torchscript
     from faceinpaint.inpainter import Inpainter
     from faceinpaint.weights import best_model
 
@@ -44,7 +44,7 @@ def add_export_onnx(commands, formatter) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from faceinpaint.export import onnx_is_faster
+    from faceinpaint.backends.export import onnx_is_faster
     from faceinpaint.inpainter import Inpainter
     from faceinpaint.server import LOOPBACK_HOSTS, Limits, serve
     from faceinpaint.weights import best_model

@@ -11,7 +11,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dump_config(config), end="")
         return 0
-    from faceinpaint.train import train
+    from faceinpaint.training.loop import train
 
     result = train(config, resume=args.resume, max_minutes=args.max_minutes, max_cpu_minutes=args.max_cpu_minutes)
     print(f"run dir: {result.run_dir} (step {result.step})")
@@ -43,7 +43,7 @@ def add_train(commands, formatter) -> None:
 
 
 def cmd_export_weights(args: argparse.Namespace) -> int:
-    from faceinpaint.checkpoint import export_weights, slim_checkpoint
+    from faceinpaint.training.checkpoint import export_weights, slim_checkpoint
 
     out = export_weights(args.run_dir, args.out_dir, fp16=args.fp16)
     print(f"wrote model dir {out}")
@@ -77,7 +77,7 @@ def add_export_weights(commands, formatter) -> None:
 
 
 def cmd_progress(args: argparse.Namespace) -> int:
-    from faceinpaint.figures import progress_figure
+    from faceinpaint.training.figures import progress_figure
 
     out = progress_figure(args.run_dir, args.images, args.masks, args.out, columns=args.columns)
     print(f"wrote {out}")

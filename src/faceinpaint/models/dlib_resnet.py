@@ -268,7 +268,7 @@ class DlibResNet(nn.Module):
 
     def stages(self, chips: torch.Tensor) -> list[torch.Tensor]:
         """The feature maps at the end of each width's blocks, of chips as in `forward`: (B, 32, 35, 35),
-        (B, 64, 18, 18), (B, 128, 9, 9), (B, 256, 5, 5). A perceptual loss compares them (losses.py);
+        (B, 64, 18, 18), (B, 128, 9, 9), (B, 256, 5, 5). A perceptual loss compares them (training/losses.py);
         the blocks after the last stage are not run."""
         x, features = self._stem(chips), []
         for index, block in enumerate(self.blocks[: STAGE_ENDS[-1] + 1]):
@@ -358,7 +358,7 @@ def estimate_chip_affine(faces: list[np.ndarray]) -> np.ndarray:
     """
     import dlib
 
-    from faceinpaint.faces import hog_detector, shape_predictor
+    from faceinpaint.faces.detect import hog_detector, shape_predictor
 
     ys, xs = np.mgrid[0:256, 0:256].astype(np.float32)
     v, u = np.mgrid[0:CHIP_SIZE, 0:CHIP_SIZE].reshape(2, -1)

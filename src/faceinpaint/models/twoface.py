@@ -9,7 +9,9 @@ from torch import nn
 from faceinpaint.models.deepfill import DeepFillV2
 from faceinpaint.models.layers import GatedConv2d, gated_activation
 
-PRIOR_CHANNELS = 4  # reference_prior.py: the warped reference (RGB, zero where it has no pixels) and its validity
+PRIOR_CHANNELS = (
+    4  # faces/reference_prior.py: the warped reference (RGB, zero where it has no pixels) and its validity
+)
 
 
 def coordinate_features(height: int, width: int, frequencies: int, like: torch.Tensor) -> torch.Tensor:
@@ -91,7 +93,7 @@ class TwoFace(DeepFillV2):
     learned identity encoder pools them into an embedding that modulates the refinement features (FiLM: Perez
     et al., AAAI 2018) before the shared decoder. The identity *loss* (dlib's network) is outside the model.
 
-    v2 (`prior=True`) also takes the reference *warped onto the masked face* by landmarks (reference_prior.py:
+    v2 (`prior=True`) also takes the reference *warped onto the masked face* by landmarks (faces/reference_prior.py:
     the warped RGB, zero where the warp has no pixels, and its validity), through a zero-initialised convolution
     added to the first layer of each of the three encoders: the model no longer has to discover where in the
     reference a part lies, and a fresh v2 is exactly v1.
@@ -115,7 +117,7 @@ class TwoFace(DeepFillV2):
         reference_width: int = 32,  # the same for the reference encoder
         identity_dim: int = 128,  # size of the learned identity embedding that drives FiLM
         attention_heads: int = 4,  # heads of the cross-attention to the reference
-        prior: bool = False,  # v2: the reference warped onto the face (reference_prior.py) as 4 more input channels
+        prior: bool = False,  # v2: the reference warped onto the face (faces/reference_prior.py), 4 more inputs
     ):
         super().__init__(width)
         if reference_width % 4:
@@ -176,7 +178,7 @@ class TwoFace(DeepFillV2):
             prior = None  # the prior is the reference's: without one (or in a v1 model) there is none
         elif prior is None:
             raise ValueError(
-                "this Two-Face model (v2) needs the reference prior with its reference (reference_prior.py)"
+                "this Two-Face model (v2) needs the reference prior with its reference (faces/reference_prior.py)"
             )
         elif has_reference is not None:  # dropped samples see no prior: zeros, which add exactly nothing
             prior = prior * has_reference.to(prior.device, prior.dtype).view(-1, 1, 1, 1)

@@ -65,11 +65,11 @@ def describe(name: str, inpainter) -> dict:
 
 def find_faces(image: np.ndarray) -> dict:
     """Faces of a uint8 RGB photo for the web app: box, five points, and eyes / mouth masks as PNG data URLs."""
-    from faceinpaint.faces import detect_faces, faces_available
+    from faceinpaint.faces.detect import detect_faces, faces_available
 
     if not faces_available():
         return {"available": False, "faces": []}
-    from faceinpaint.part_masks import part_mask
+    from faceinpaint.faces.part_masks import part_mask
 
     faces = []
     for face in detect_faces(image, "hog", 68)[:MAX_FACES]:

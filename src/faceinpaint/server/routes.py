@@ -196,7 +196,7 @@ async def faces(request: Request):
 
 @router.get("/v1/models", summary="The served models")
 async def models(request: Request):
-    from faceinpaint.faces import faces_available
+    from faceinpaint.faces.detect import faces_available
 
     served = request.app.state.served
     listed = [describe(name, inpainter) for name, inpainter in served.inpainters.items()]

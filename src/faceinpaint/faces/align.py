@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from faceinpaint.atomic import atomic_write
 from faceinpaint.errors import InpaintError
-from faceinpaint.faces import detect_faces, face_quad
+from faceinpaint.faces.detect import detect_faces, face_quad
 from faceinpaint.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, read_image, write_image
 
 FEATHER = 0.04  # width of the soft edge of a pasted face, as a fraction of the aligned crop's side

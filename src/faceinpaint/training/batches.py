@@ -3,7 +3,7 @@
 Every random draw is taken from a generator seeded by (seed, stream, step, rank), so a resumed run sees exactly
 the batches of the uninterrupted one. Streams: 0 epoch order, 1 flips, 2 masks, 3 reference picks, 4 reference
 flips, 5 reference dropout. Two-Face v2's reference prior (prior_batch) is a function of these draws and of the
-photos' landmarks, found once (landmark_cache.py).
+photos' landmarks, found once (faces/landmark_cache.py).
 """
 
 import os
@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceinpaint.config import Config
-from faceinpaint.data import TwoFaceDataset
-from faceinpaint.data_device import identity_index, image_names, load_uint8
-from faceinpaint.losses import hole_metrics
-from faceinpaint.mask_batches import torch_masks
-from faceinpaint.masks import mask_set
+from faceinpaint.data.datasets import TwoFaceDataset
+from faceinpaint.data.device import identity_index, image_names, load_uint8
+from faceinpaint.data.mask_batches import torch_masks
+from faceinpaint.data.masks import mask_set
+from faceinpaint.training.losses import hole_metrics
 
 
 def seeded(*numbers: int) -> torch.Generator:
@@ -49,7 +49,7 @@ def load_images(cfg: Config, split: str) -> tuple[torch.Tensor, torch.Tensor | N
 
 def load_landmarks(cfg: Config, split: str, images: torch.Tensor) -> torch.Tensor:
     """dlib's 68 landmarks (N, 68, 2) of the split's photos (the reference prior's), cached beside the data path."""
-    from faceinpaint.landmark_cache import cached_landmarks
+    from faceinpaint.faces.landmark_cache import cached_landmarks
 
     path = cfg.data.train if split == "train" else cfg.data.val
     cache = Path(f"{path}.{split}-landmarks{cfg.model.resolution}.npz")
@@ -153,7 +153,7 @@ def prior_batch(
 ) -> torch.Tensor:
     """The reference prior (B, 4, R, R) of a step's batch: each reference warped onto its masked image by the
     photos' landmarks (N, 68, 2), mirrored as `pixels` mirrored the photos (streams 1 and 4)."""
-    from faceinpaint.reference_prior import batch_prior, mirror_landmarks
+    from faceinpaint.faces.reference_prior import batch_prior, mirror_landmarks
 
     size = cfg.model.resolution
 
@@ -200,7 +200,7 @@ def validation_set(cfg: Config) -> dict:
         picks = references.pick(chosen, seeded(0, 3))[0]
         subset["references"] = images[picks]
         if cfg.model.reference_prior:
-            from faceinpaint.reference_prior import batch_prior
+            from faceinpaint.faces.reference_prior import batch_prior
 
             landmarks = load_landmarks(cfg, "val", images)
             reference = subset["references"].float() / 127.5 - 1.0

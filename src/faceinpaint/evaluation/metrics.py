@@ -2,8 +2,8 @@
 
 Per-image metrics take `output` and `target` float (B, 3, H, W) in [-1, 1] and return one value per image
 (a float64 numpy array (B,)); `hole` is float or bool (B, 1, H, W), 1 = hole. Set-level metrics take feature
-matrices (N, D). The networks that make features live in fid.py (Inception), perceptual.py (ST-LPIPS) and
-identity.py (SFace, dlib); evaluate.py ties them together.
+matrices (N, D). The networks that make features: fid.py (Inception) and identity.py (SFace, dlib) beside this module,
+models/perceptual.py (ST-LPIPS); evaluate.py ties them together.
 """
 
 import cv2

@@ -15,7 +15,7 @@ from faceinpaint.errors import InpaintError
 
 def photos_by_person(pool: str | Path) -> dict[Path, list[Path]]:
     """{person folder: its photos} of the folder or file list `pool` (resolved paths)."""
-    from faceinpaint.data import list_images
+    from faceinpaint.data.datasets import list_images
 
     if not Path(pool).exists():
         raise InpaintError(f"references: pool {pool}: no such folder or file list")

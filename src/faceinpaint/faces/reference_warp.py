@@ -66,7 +66,7 @@ def face_landmarks(
 ) -> np.ndarray | None:
     """The landmarks of the face (the first detector that finds one) with the most hole pixels in its box (the
     largest of those), or None."""
-    from faceinpaint.faces import detect_faces, hole_pixels_in_box
+    from faceinpaint.faces.detect import detect_faces, hole_pixels_in_box
 
     faces = []
     for detector in detectors:
@@ -80,7 +80,7 @@ def face_landmarks(
 
 def aligned_landmarks(side: int, landmarks: int) -> np.ndarray:
     """The mean landmarks of an FFHQ-aligned crop of `side` pixels (68 points, or the five alignment points)."""
-    from faceinpaint.faces import points_from_68
+    from faceinpaint.faces.detect import points_from_68
 
     scale = side / ALIGNED_SIZE
     points = (ALIGNED_LANDMARKS_68 + 0.5) * scale - 0.5  # index coordinates scale about the pixel edges

@@ -1,7 +1,7 @@
 """Loss terms, each a small function weighted from the config by the training loop.
 
 Beyond DeepFillv2's L1 and hinge terms: feature (perceptual) distances under frozen networks that load offline
-(ST-LPIPS's AlexNet in perceptual.py, dlib's face ResNet), the discriminator feature matching of pix2pixHD
+(ST-LPIPS's AlexNet in models/perceptual.py, dlib's face ResNet), the discriminator feature matching of pix2pixHD
 (Wang et al., CVPR 2018) and LaMa (Suvorov et al., WACV 2022), a ramp for the adversarial weight, and an L1 that
 counts the hole's pixels over the face's eyes, nose and mouth once more.
 """
@@ -76,7 +76,7 @@ def dlib_feature_loss(network: torch.nn.Module, output: torch.Tensor, target: to
     each unit-normalised along channels as in LPIPS, squared differences summed over channels, averaged over
     positions and the batch, then over the four stages. The target goes through without autograd."""
     from faceinpaint.models.dlib_resnet import chip_from_aligned
-    from faceinpaint.perceptual import unit_length
+    from faceinpaint.models.perceptual import unit_length
 
     with torch.no_grad():
         truth = network.stages(chip_from_aligned(target))

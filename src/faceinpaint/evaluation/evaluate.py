@@ -15,10 +15,9 @@ from tqdm import tqdm
 
 from faceinpaint import __version__
 from faceinpaint.atomic import atomic_write, write_csv
-from faceinpaint.data import find_images, list_images, match_by_key
+from faceinpaint.data.datasets import find_images, list_images, match_by_key
 from faceinpaint.errors import InpaintError
-from faceinpaint.images import read_image, read_mask, tensor_to_uint8, uint8_to_tensor, write_image
-from faceinpaint.metrics import (
+from faceinpaint.evaluation.metrics import (
     HOLE_BINS,
     fid_from_features,
     hole_bin,
@@ -30,7 +29,8 @@ from faceinpaint.metrics import (
     psnr_hole,
     ssim,
 )
-from faceinpaint.results import write_results
+from faceinpaint.evaluation.results import write_results
+from faceinpaint.images import read_image, read_mask, tensor_to_uint8, uint8_to_tensor, write_image
 
 # What `--metrics` accepts -> the columns each one adds to the results (higher or lower is better, see
 # results.COLUMNS).
@@ -44,7 +44,7 @@ METRICS = {
     "identity": ("identity_cosine_sface", "identity_cosine_dlib"),
 }
 SET_LEVEL = ("fid", "u_ids", "p_ids")
-PART_MASKS = "part:"  # --masks part:eyes,mouth: a hole over those parts of every face (faceinpaint.part_masks)
+PART_MASKS = "part:"  # --masks part:eyes,mouth: a hole over those parts of every face (faceinpaint.faces.part_masks)
 MASKS_FILE = "masks.npz"  # every run's holes, bit-packed, with the image keys
 NO_REFERENCE = "-noref"  # suffix of a reference-guided method's run without its reference (reference_ablation)
 
@@ -52,7 +52,7 @@ NO_REFERENCE = "-noref"  # suffix of a reference-guided method's run without its
 def part_masks(masks: str, paths: list[Path]) -> tuple[np.ndarray, int]:
     """Bool holes (N, H, W) over the face parts named by `masks` ("part:eyes", "part:nose,mouth") of each image,
     and how many faces were not found (they take the others' mean landmarks: see aligned_part_masks)."""
-    from faceinpaint.part_masks import aligned_part_masks, parse_parts
+    from faceinpaint.faces.part_masks import aligned_part_masks, parse_parts
 
     parts = parse_parts(masks.removeprefix(PART_MASKS))
     try:
@@ -66,7 +66,7 @@ def load_masks(
 ) -> tuple[np.ndarray, str]:
     """Bool holes (N, H, W) for the images `keys` (at `paths`) and a description: a mask kind, face parts of
     every image ("part:eyes", from dlib's landmarks), a folder or one file."""
-    from faceinpaint.masks import MASK_KINDS, mask_set
+    from faceinpaint.data.masks import MASK_KINDS, mask_set
 
     if str(masks).startswith(PART_MASKS):
         if paths is None:
@@ -111,19 +111,19 @@ class _Judges:
         self.inception = self.stlpips = None
         self.identity = {}
         if columns & set(SET_LEVEL):
-            from faceinpaint.fid import InceptionFeatures
+            from faceinpaint.evaluation.fid import InceptionFeatures
 
             self.inception = InceptionFeatures(device)
         if "stlpips" in columns:
-            from faceinpaint.perceptual import STLPIPS
+            from faceinpaint.models.perceptual import STLPIPS
 
             self.stlpips = STLPIPS.from_package(device)
         if "identity_cosine_sface" in columns:
-            from faceinpaint.identity import SFaceJudge
+            from faceinpaint.evaluation.identity import SFaceJudge
 
             self.identity["sface"] = SFaceJudge()
         if "identity_cosine_dlib" in columns:
-            from faceinpaint.identity import DlibJudge, dlib_available
+            from faceinpaint.evaluation.identity import DlibJudge, dlib_available
 
             if dlib_available():
                 self.identity["dlib"] = DlibJudge()
@@ -149,12 +149,12 @@ def evaluate(
     Args:
         weights: method names or model dirs, as `Inpainter.from_pretrained` takes them.
         images: a folder (recursive), a file list, or a dict {key: path}; all images the same size (H, W).
-        masks: a mask kind of `faceinpaint.masks.MASK_KINDS` (mask i = mask_set(kind, N, H, mask_seed)[i]), a
+        masks: a mask kind of `faceinpaint.data.masks.MASK_KINDS` (mask i = mask_set(kind, N, H, mask_seed)[i]), a
             folder of masks matched to images by relative path or stem, or one mask file for all; > 127 = hole.
         out_dir: where outputs (`<method>/<key>.png`) and the results files go.
         metrics: names of METRICS; "identity" measures with SFace, and with dlib too when it is installed.
         references: for reference-guided models: a folder of reference photos matched by key or stem, or a dict
-            {key: path} (see faceinpaint.references); other methods ignore them.
+            {key: path} (see faceinpaint.data.references); other methods ignore them.
         reference_ablation: also run every reference-guided method without its reference, as "<name>-noref".
         limit: use only the first `limit` images (in key order).
     Returns:

@@ -1,23 +1,13 @@
-"""One training step (train.py's loop calls `make_batch`, `optimise_step`, `update_ema` in order): the batch, the
+"""One training step (loop.py calls `make_batch`, `optimise_step`, `update_ema` in order): the batch, the
 discriminator losses and the generator's loss, each term named as it is logged, and the two optimiser updates.
-Every draw is seeded by (seed, step, rank) in train_data.py."""
+Every draw is seeded by (seed, step, rank) in training/batches.py."""
 
 from dataclasses import dataclass
 
 import torch
 
 from faceinpaint.config import Config
-from faceinpaint.losses import (
-    adversarial_weight,
-    dlib_feature_loss,
-    feature_matching,
-    hinge_discriminator,
-    hinge_generator,
-    hole_l1,
-    identity_losses,
-    l1,
-)
-from faceinpaint.train_data import (
+from faceinpaint.training.batches import (
     References,
     batch_index,
     hole_crops,
@@ -30,7 +20,17 @@ from faceinpaint.train_data import (
     seeded,
     validation_set,
 )
-from faceinpaint.train_setup import Networks, Optimizers, TrainingViews
+from faceinpaint.training.losses import (
+    adversarial_weight,
+    dlib_feature_loss,
+    feature_matching,
+    hinge_discriminator,
+    hinge_generator,
+    hole_l1,
+    identity_losses,
+    l1,
+)
+from faceinpaint.training.setup import Networks, Optimizers, TrainingViews
 
 
 @dataclass

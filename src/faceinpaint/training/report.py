@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from faceinpaint.config import Config
-from faceinpaint.figures import save_grid
-from faceinpaint.train_data import validate
-from faceinpaint.train_setup import open_writer
-from faceinpaint.train_step import Batch
+from faceinpaint.training.batches import validate
+from faceinpaint.training.figures import save_grid
+from faceinpaint.training.setup import open_writer
+from faceinpaint.training.step import Batch
 
 
 class RunReport:

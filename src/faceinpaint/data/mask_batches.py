@@ -1,5 +1,5 @@
 """Random hole masks drawn on the training device: `torch_masks` (float (B, 1, S, S), 1 = hole) draws the
-distributions of masks.py (DeepFillv2, LaMa, centre, face parts), not the same bits, vectorised over the batch and
+distributions of data/masks.py (DeepFillv2, LaMa, centre, face parts), not the same bits, vectorised over the batch and
 the pixels so the GPU data path never waits for a CPU loader; `face_parts_region` is the face-part loss's region.
 """
 
@@ -8,7 +8,7 @@ from functools import partial
 
 import torch
 
-from faceinpaint.masks import (
+from faceinpaint.data.masks import (
     BASE_SIZE,
     DEEPFILL_ANGLE_RANGE,
     DEEPFILL_BOX,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from faceinpaint.data import FileListDataset, TwoFaceDataset, decode_image, open_image_source
+from faceinpaint.data.datasets import FileListDataset, TwoFaceDataset, decode_image, open_image_source
 from faceinpaint.errors import InpaintError
 
 Source = FileListDataset | TwoFaceDataset | str | os.PathLike | Sequence[str | os.PathLike]

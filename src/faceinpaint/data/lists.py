@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 from faceinpaint.atomic import atomic_write, write_text
-from faceinpaint.data import LIST_FILES, find_images, is_image_name
+from faceinpaint.data.datasets import LIST_FILES, find_images, is_image_name
 from faceinpaint.errors import InpaintError
 
 DEFAULT_VAL_FRACTION = 0.1

@@ -1,7 +1,7 @@
 """Training datasets: face photos from a file list, a folder, a zip or a folder of zip parts, and the Two-Face layout.
 
 Every item is float (3, R, R) RGB in [-1, 1]: the shorter side resized to R, then centre-cropped, then (when
-`flip`) mirrored left-right with probability 1/2. Masks are not made here (see `masks.py`). Zips are read into
+`flip`) mirrored left-right with probability 1/2. Masks are not made here (see `data/masks.py`). Zips are read into
 memory once so that workers never reopen them; a file that fails to decode raises an InpaintError naming it.
 """
 

@@ -1,4 +1,4 @@
-"""What the training loop (train.py) is built from: the precision, the networks and their optimisers, the views a
+"""What the training loop (loop.py) is built from: the precision, the networks and their optimisers, the views a
 step runs (DDP, compiled), a resumed checkpoint, the run dir and its TensorBoard writer. Each piece is a function
 of the config, so the loop reads as one story."""
 
@@ -16,7 +16,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from faceinpaint.checkpoint import (
+from faceinpaint.config import Config, dump_config
+from faceinpaint.data.mask_batches import face_parts_region
+from faceinpaint.errors import InpaintError
+from faceinpaint.models import ARCHITECTURES, SNPatchGAN
+from faceinpaint.training.checkpoint import (
     checkpoint_path,
     in_run_dir,
     load_resumable,
@@ -27,10 +31,6 @@ from faceinpaint.checkpoint import (
     truncate_metrics,
     warm_start,
 )
-from faceinpaint.config import Config, dump_config
-from faceinpaint.errors import InpaintError
-from faceinpaint.mask_batches import face_parts_region
-from faceinpaint.models import ARCHITECTURES, SNPatchGAN
 
 
 def distributed() -> tuple[int, int, torch.device]:
@@ -105,7 +105,7 @@ def build_networks(cfg: Config, device: torch.device, memory_format, warm: bool,
 
         identity_network = DlibResNet.from_package().to(device)
     if cfg.train.stlpips_weight > 0:
-        from faceinpaint.perceptual import STLPIPS
+        from faceinpaint.models.perceptual import STLPIPS
 
         stlpips = STLPIPS.from_package(device).requires_grad_(False)
     parts_region = face_parts_region(cfg.model.resolution, device) if cfg.train.part_l1_weight > 0 else None

@@ -20,7 +20,7 @@ def _biharmonic(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
 
 
 def _reference_paste(image: np.ndarray, hole: np.ndarray, reference: np.ndarray | None, landmarks: int) -> np.ndarray:
-    from faceinpaint.reference_paste import reference_paste
+    from faceinpaint.faces.reference_paste import reference_paste
 
     return reference_paste(image, hole, reference, landmarks)
 
@@ -31,6 +31,6 @@ CLASSICAL_METHODS = {
     "telea": _opencv(cv2.INPAINT_TELEA),  # Telea 2004, fast marching; radius 5
     "navier-stokes": _opencv(cv2.INPAINT_NS),  # Bertalmio et al. 2001; radius 5
     "biharmonic": _biharmonic,  # scikit-image: smooth biharmonic continuation of the boundary
-    "reference-paste": _reference_paste,  # reference_paste.py: the same person's photo, warped and Poisson-blended
+    "reference-paste": _reference_paste,  # faces/reference_paste.py: the same person's photo, warped, Poisson-blended
 }
 REFERENCE_METHODS = frozenset({"reference-paste"})

@@ -9,8 +9,8 @@ from tqdm import tqdm
 
 from faceinpaint.errors import InpaintError
 from faceinpaint.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, path_exists, read_image, read_mask, write_image
+from faceinpaint.inference.shards import SINGLE_PROCESS, Shard, gather_counts
 from faceinpaint.inpainter import Inpainter
-from faceinpaint.shards import SINGLE_PROCESS, Shard, gather_counts
 
 
 @dataclass(frozen=True)

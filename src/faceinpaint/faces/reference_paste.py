@@ -1,7 +1,7 @@
 """`reference-paste`: the classical reference-guided method — the same person's photo, warped, colour matched and
 blended into the hole. No training; the baseline that every learned reference model must beat.
 
-Steps: warp the reference onto the masked face by the landmarks both share (reference_warp.py); match its colours
+Steps: warp the reference onto the masked face by the landmarks both share (faces/reference_warp.py); match its colours
 to the photo's in a ring of known pixels around the hole (mean and spread of each CIE Lab channel); blend it into
 the hole by Poisson (gradient-domain) cloning, OpenCV's `seamlessClone`, so that its edges take the photo's
 colours; hole pixels that the warped reference does not cover are filled by Telea.
@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from faceinpaint.errors import InpaintError
-from faceinpaint.reference_warp import eye_distance, warp_reference
+from faceinpaint.faces.reference_warp import eye_distance, warp_reference
 
 RING = 0.15  # the colour-matching ring around the hole, in eye-to-eye distances
 SPREAD_RATIO = (0.5, 2.0)  # the colour match may scale a Lab channel's spread by no more than this

@@ -2,7 +2,7 @@
 
 One process or many (`torchrun --nproc_per_node N -m faceinpaint.cli train CONFIG`) take the same path; rank 0
 does all I/O. Every random draw of a step (its images, flips, masks and references) is derived from
-(seed, step, rank) in train_data.py, so a resumed run sees exactly the batches the uninterrupted run would have seen.
+(seed, step, rank) in training/batches.py, so a resumed run sees exactly the batches the uninterrupted run would see.
 
 Two-Face (arch twoface) adds: a reference per sample, another photo of the same person (never the image itself),
 dropped with probability `train.reference_dropout` through the generator's per-sample `has_reference` flag; a
@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from faceinpaint.config import Config
 from faceinpaint.errors import InpaintError
-from faceinpaint.train_report import RunReport
-from faceinpaint.train_setup import (
+from faceinpaint.training.report import RunReport
+from faceinpaint.training.setup import (
     build_networks,
     build_optimizers,
     choose_run_dir,
@@ -35,7 +35,7 @@ from faceinpaint.train_setup import (
     save_state,
     training_views,
 )
-from faceinpaint.train_step import make_batch, optimise_step, training_data, update_ema
+from faceinpaint.training.step import make_batch, optimise_step, training_data, update_ema
 
 
 @dataclass

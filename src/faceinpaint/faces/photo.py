@@ -43,7 +43,7 @@ def needs_alignment(inpainter, image: np.ndarray, align: str) -> bool:
     height, width = image.shape[:2]
     if inpainter.model is None or (height == width == inpainter.resolution):
         return False
-    from faceinpaint.faces import detect_faces, face_quad, faces_available
+    from faceinpaint.faces.detect import detect_faces, face_quad, faces_available
 
     if not faces_available():
         warnings.warn(
@@ -85,7 +85,7 @@ def _aligned_reference(inpainter, reference: torch.Tensor | None) -> torch.Tenso
     """A reference photo (1, 3, H, W) as an aligned crop: its largest face aligned, unless it already is a crop."""
     if reference is None:
         return None
-    from faceinpaint.align import align_largest_face
+    from faceinpaint.faces.align import align_largest_face
 
     size, detector, landmarks = _settings(inpainter)
     image = tensor_to_uint8(reference)[0]
@@ -112,8 +112,8 @@ def inpaint_photo(
     Returns:
         float32 (H, W, 3) in [-1, 1], meaningful at the hole's pixels only, and the number of faces inpainted.
     """
-    from faceinpaint.align import align_face, unalign, warp_mask
-    from faceinpaint.faces import detect_faces, face_quad, hole_pixels_in_box
+    from faceinpaint.faces.align import align_face, unalign, warp_mask
+    from faceinpaint.faces.detect import detect_faces, face_quad, hole_pixels_in_box
 
     size, detector, landmarks = _settings(inpainter)
     reference = _aligned_reference(inpainter, reference)

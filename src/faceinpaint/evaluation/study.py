@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from faceinpaint.atomic import write_csv, write_text
-from faceinpaint.data import list_images
+from faceinpaint.data.datasets import list_images
+from faceinpaint.data.references import same_person_references
 from faceinpaint.errors import InpaintError
-from faceinpaint.evaluate import METRICS, evaluate, read_masks
-from faceinpaint.references import same_person_references
-from faceinpaint.results import COLUMNS, result_rows
-from faceinpaint.results import results_table as method_table
+from faceinpaint.evaluation.evaluate import METRICS, evaluate, read_masks
+from faceinpaint.evaluation.results import COLUMNS, result_rows
+from faceinpaint.evaluation.results import results_table as method_table
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,13 @@ class StudyConfig:
     images: str  # a folder (searched recursively) or a file list
     out: str  # the study folder: one evaluate run per mask set, plus the study table, figure and plots
     methods: tuple[str, ...] = ("all",)  # names or model dirs; "all" = every installed model and classical method
-    mask_sets: tuple[str, ...] = ("deepfill", "lama-thin", "lama-thick")  # kinds of faceinpaint.masks
+    mask_sets: tuple[str, ...] = ("deepfill", "lama-thin", "lama-thick")  # kinds of faceinpaint.data.masks
     mask_seed: int = 0
     metrics: tuple[str, ...] = tuple(METRICS)
     subfolders: tuple[str, str] | None = None  # keep only images whose first folder is in [first, last]
     limit: int | None = None  # the first N images (in path order) after the subfolder filter
     figure_faces: int = 6  # rows of the comparison figure, spread evenly over the images
-    # A folder or file list of photos to draw same-person references from (faceinpaint.references), for
+    # A folder or file list of photos to draw same-person references from (faceinpaint.data.references), for
     # reference-guided methods, which then also run without one ("<name>-noref"); empty: no references.
     references: str = ""
     batch_size: int = 16
@@ -75,7 +75,7 @@ def run_study(config: StudyConfig, device: str = "auto", progress: bool = True) 
     Returns {mask_set: evaluate's results dict}; writes OUT/study.md, study.csv, study.json,
     comparison-<mask_set>.png and metrics-vs-hole-ratio.png (and OUT/<mask_set>/ with each run's files).
     """
-    from faceinpaint.classical import REFERENCE_METHODS
+    from faceinpaint.backends.classical import REFERENCE_METHODS
     from faceinpaint.weights import installed_models
 
     methods = list(config.methods)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from faceinpaint.atomic import atomic_write
-from faceinpaint.reference_warp import aligned_landmarks, face_landmarks
+from faceinpaint.faces.reference_warp import aligned_landmarks, face_landmarks
 
 CHUNK = 64  # photos per worker task
 

@@ -1,8 +1,8 @@
 """The reference prior of Two-Face v2: the reference photo warped onto the masked face, as 4 input channels.
 
-At inference the warp is reference_warp.py's (landmarks of both photos, those of the masked one away from the
+At inference the warp is faces/reference_warp.py's (landmarks of both photos, those of the masked one away from the
 hole). Training does the same fit for a whole batch on the device, from landmarks found once per photo
-(landmark_cache.py), so a batch costs no detector call: a weighted least-squares similarity transform over the
+(faces/landmark_cache.py), so a batch costs no detector call: a weighted least-squares similarity transform over the
 target's landmarks outside the hole (by `TRUST_MARGIN` eye distances), all of them where fewer than
 `MIN_TRUSTED` are. The channels: the warped reference in [-1, 1], zero where the warp has no pixels, and the
 validity mask (1 = reference pixels there).
@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from faceinpaint.errors import InpaintError
+from faceinpaint.faces.reference_warp import MIN_TRUSTED, TRUST_MARGIN, WarpedReference, warp_reference
 from faceinpaint.images import tensor_to_uint8, uint8_to_tensor
-from faceinpaint.reference_warp import MIN_TRUSTED, TRUST_MARGIN, WarpedReference, warp_reference
 
 # dlib's 68 landmarks of a mirrored face: point i of the mirror image is point FLIP_68[i] of the face, mirrored
 # (jaw, brows, nose, nostrils, eyes, outer and inner lips, each read from the other side).

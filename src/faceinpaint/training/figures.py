@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from faceinpaint.checkpoint import inpainter_from_checkpoint, list_checkpoints, load_checkpoint
 from faceinpaint.errors import InpaintError
 from faceinpaint.images import IMAGE_EXTENSIONS, read_image, read_mask, tensor_to_uint8, write_image
+from faceinpaint.training.checkpoint import inpainter_from_checkpoint, list_checkpoints, load_checkpoint
 
 LABEL_HEIGHT = 16  # pixels above each column for its title
 

@@ -76,7 +76,7 @@ def face_part_mask(image: np.ndarray, parts: Sequence[str], dilate: int = 0, det
     Returns:
         bool (H, W), True = hole. No face found is an InpaintError.
     """
-    from faceinpaint.faces import detect_faces
+    from faceinpaint.faces.detect import detect_faces
 
     faces = detect_faces(image, detector, 68)
     if not faces:
@@ -90,7 +90,7 @@ def aligned_part_masks(images: Sequence[np.ndarray], parts: Sequence[str]) -> tu
     Faces are found with HOG, then YuNet; an image where neither finds one gets the mean landmarks of the others,
     which aligned faces share closely. Returns bool (N, H, W) and how many images took the mean.
     """
-    from faceinpaint.faces import detect_faces
+    from faceinpaint.faces.detect import detect_faces
 
     found = []
     for image in images:
