@@ -196,6 +196,18 @@ def test_models_lists_classical_methods(capsys):
     assert all(name in out for name in ("telea", "navier-stokes", "biharmonic"))
 
 
+def test_a_reference_photo_without_weights_picks_the_default_reference_model(monkeypatch, capsys):
+    import faceinpaint.weights as weights
+
+    monkeypatch.setattr(weights, "installed_models", lambda: {"telea": None, "reference-paste": None})
+    monkeypatch.setattr(weights, "faces_available", lambda: True)
+    assert weights.best_model() == "telea" and weights.best_model(reference=True) == "reference-paste"
+    assert main(["models"]) == 0
+    assert "+ default model when a --reference photo is given" in capsys.readouterr().out
+    monkeypatch.setattr(weights, "faces_available", lambda: False)  # reference-paste needs dlib: plain default
+    assert weights.best_model(reference=True) == "telea"
+
+
 def test_demo_writes_result_and_comparison(tmp_path, capsys):
     assert main(["demo", "--weights", "telea", "--out-dir", str(tmp_path)]) == 0
     assert "model: telea" in capsys.readouterr().out

@@ -65,7 +65,7 @@ def check_composited(result: np.ndarray, image: np.ndarray, hole: np.ndarray) ->
 def test_models_health_docs_and_page(client):
     models = client.get("/v1/models").json()
     assert [m["name"] for m in models["models"]] == ["tiny", "telea"] and models["default"] == "tiny"
-    assert models["aliases"] == {"two_face_model": "tiny"}
+    assert models["aliases"] == {"two_face_model": "tiny"} and models["reference_default"] is None
     assert client.get("/healthz").json()["status"] == "ok"
     assert client.get("/docs").status_code == 200
     assert "/v1/inpaint" in client.get("/openapi.json").json()["paths"]
@@ -88,6 +88,29 @@ def test_inpaint_multipart_png_and_jpeg(client, photo):
     response = client.post("/v1/inpaint", files=files, data={"format": "jpeg", "align": "never"})
     assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(response.content)).size == (48, 40)
+
+
+def test_a_request_with_a_reference_and_no_model_gets_the_reference_default(face):
+    """Served [telea, reference-paste]: telea for a request without a reference, reference-paste (the first served
+    model that uses one) for a request that brings one, and a named model either way."""
+    pytest.importorskip("dlib")
+    image, hole = face
+    served = {
+        "telea": Inpainter.from_pretrained("telea"),
+        "reference-paste": Inpainter.from_pretrained("reference-paste"),
+    }
+    stream = io.BytesIO()
+    image.save(stream, format="PNG")
+    files = {"image": ("a.png", stream.getvalue(), "image/png"), "mask": ("m.png", png(hole.astype(np.uint8) * 255))}
+    mirrored = ("r.png", png(np.ascontiguousarray(np.asarray(image)[:, ::-1])), "image/png")
+    limits = Limits(max_upload_bytes=3_000_000, max_pixels=300 * 300, max_batch=2, workers=1, queue=4)
+    with TestClient(create_app(served, limits), base_url=LOCAL) as test_client:
+        assert test_client.get("/v1/models").json()["reference_default"] == "reference-paste"
+        for extra, data, expected in [({}, {}, "telea"), ({"reference": mirrored}, {}, "reference-paste"),
+                                      ({"reference": mirrored}, {"model": "telea"}, "telea")]:  # fmt: skip
+            answer = test_client.post("/v1/inpaint", files={**files, **extra}, data={"align": "never", **data})
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["x-faceinpaint-model"] == expected
 
 
 def test_inpaint_json_as_the_web_app_sends_it(client, photo):

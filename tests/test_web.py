@@ -40,8 +40,9 @@ def server_url():
 
     torch.manual_seed(0)
     tiny = Inpainter.from_config("deepfillv2", {"width": 8}, 32, device="cpu")
+    served = {"tiny": tiny, "reference-paste": Inpainter.from_pretrained("reference-paste")}
     port = _free_port()
-    config = uvicorn.Config(create_app({"tiny": tiny}), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(create_app(served), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -86,6 +87,10 @@ def test_page_inpaints_a_painted_stroke(server_url):
             assert not page.locator("#message").is_visible(), page.locator("#message").text_content()
             result = _decode(page.evaluate("window.faceinpaint.resultDataURL()"))[..., :3]
             hole = _decode(page.evaluate("window.faceinpaint.maskDataURL()"))[..., 3] > 127
+            # A reference photo switches a model that cannot use it to the server's reference default.
+            page.set_input_files("#reference", str(face))
+            page.wait_for_function("document.querySelector('#model').value === 'reference-paste'")
+            assert "reference-paste" in page.locator("#message").text_content()
         finally:
             browser.close()
     assert result.shape == original.shape and 100 < hole.sum() < hole.size // 4

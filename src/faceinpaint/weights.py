@@ -6,10 +6,14 @@ from pathlib import Path
 
 from faceinpaint.backends.classical import CLASSICAL_METHODS
 from faceinpaint.errors import InpaintError
+from faceinpaint.faces.detect import faces_available
 
 # The model `make demo` and every command use when none is named, best first; a classical method ends the list
 # so that something always works, even before any weights are installed.
 PREFERRED_MODELS = ("deepfillv2-face-256", "telea")
+# The same where a reference photo of the person is given, best first (both need the `faces` extra): on held-out eye
+# holes `reference-paste` keeps more of the person's identity than the learned Two-Face (README, reference-paste).
+PREFERRED_REFERENCE_MODELS = ("reference-paste", "twoface-face-256")
 # The released model dirs inside an installed package: pyproject.toml maps the repo's weights/ to this folder when a
 # wheel is built. Installed wheels are plain folders on disk, so a path works (safetensors reads files by path). A
 # source checkout has no such folder and finds the same dirs in REPO_WEIGHTS instead.
@@ -71,9 +75,14 @@ def resolve(name_or_dir: str | os.PathLike) -> str | Path:
     raise InpaintError(f"unknown model {text!r}; valid names: {', '.join(models)} (or the path of a model dir)")
 
 
-def best_model() -> str:
-    """The first of PREFERRED_MODELS that is installed, else the first model dir found, else Telea."""
+def best_model(reference: bool = False) -> str:
+    """The first of PREFERRED_MODELS that is installed, else the first model dir found, else Telea. With
+    `reference` (a reference photo is given), the first installed of PREFERRED_REFERENCE_MODELS where the `faces`
+    extra is installed, else the same as without."""
     models = installed_models()
+    usable = [name for name in PREFERRED_REFERENCE_MODELS if name in models] if reference and faces_available() else []
+    if usable:
+        return usable[0]
     for name in PREFERRED_MODELS[:-1]:
         if name in models:
             return name

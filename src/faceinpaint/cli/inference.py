@@ -16,7 +16,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     from faceinpaint.weights import best_model
 
     shard = current_shard()  # rank 0 of 1 unless started by torchrun
-    weights = args.weights or best_model()
+    weights = args.weights or best_model(reference=args.reference is not None)
     inpainter = Inpainter.from_pretrained(weights, device=rank_device(args.device, shard))
     inpainter.align, inpainter.face_detector, inpainter.landmarks = args.align, args.detector, args.landmarks
     counts = inpaint_paths(inpainter, args.image, args.mask, args.reference, args.out, args.max_pixels, shard)
@@ -47,7 +47,11 @@ def add_inpaint(commands, formatter) -> None:
     add_common(inpaint)
     inpaint.add_argument("--image", type=Path, required=True, help="image file or folder")
     inpaint.add_argument("--mask", type=Path, required=True, help="mask file or folder (same size as the image)")
-    inpaint.add_argument("--reference", type=Path, help="reference photo(s) of the same person (reference models)")
+    inpaint.add_argument(
+        "--reference", type=Path,
+        help="reference photo(s) of the same person, for reference models; without --weights, the default "
+        "reference model (`faceinpaint models` marks it +)",
+    )  # fmt: skip
     inpaint.add_argument("--out", type=Path, required=True, help="output file, or folder in folder mode")
     add_max_pixels(inpaint, DEFAULT_MAX_PIXELS)
     inpaint.add_argument(
@@ -64,7 +68,7 @@ def add_inpaint(commands, formatter) -> None:
 def cmd_models(args: argparse.Namespace) -> int:
     from faceinpaint.weights import best_model, describe, model_sources
 
-    default = best_model()
+    default, with_reference = best_model(), best_model(reference=True)
     print(f"{'name':<24} {'kind':<10} {'arch':<16} {'resolution':<10} {'source':<20} location")
     for name, (source, path) in model_sources().items():
         if path is None:
@@ -72,9 +76,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         else:
             config = describe(path)
             kind, arch, resolution, where = "network", config.get("arch", "?"), config.get("resolution", "?"), path
-        line = f"{name + (' *' if name == default else ''):<24} {kind:<10} {arch:<16} {resolution!s:<10} {source:<20}"
+        mark = " *" if name == default else " +" if name == with_reference else ""
+        line = f"{name + mark:<24} {kind:<10} {arch:<16} {resolution!s:<10} {source:<20}"
         print(f"{line} {where}")
     print("* default model (used when --weights is not given)")
+    if with_reference != default:
+        print("+ default model when a --reference photo is given")
     return 0
 
 

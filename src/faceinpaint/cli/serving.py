@@ -50,7 +50,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from faceinpaint.weights import best_model
 
     inpainters = {}
-    for weights in args.weights or [best_model()]:
+    # By default the best model and, where it differs, the default for requests that bring a reference photo.
+    for weights in args.weights or dict.fromkeys([best_model(), best_model(reference=True)]):
         backend = "torch" if args.backend == "auto" else args.backend
         inpainter = Inpainter.from_pretrained(weights, device=args.device, backend=backend)
         if args.backend == "auto" and onnx_is_faster(inpainter):  # a server lives long enough to repay the export
@@ -91,7 +92,11 @@ def add_serve(commands, formatter) -> None:
         epilog="example:\n  faceinpaint serve --weights deepfillv2-face-256 telea --port 8000",
         formatter_class=formatter,
     )
-    serve.add_argument("--weights", nargs="+", help="model names or model dirs; the first is the default")
+    serve.add_argument(
+        "--weights", nargs="+",
+        help="model names or model dirs; the first is the default, the first reference model the default for "
+        "requests with a reference (default: the best installed and the default reference model)",
+    )  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")

@@ -34,9 +34,16 @@ class Served:
     limits: Limits
     pool: WorkerPool
 
-    def pick(self, name: str | None):
-        """(name, Inpainter) of a requested model name or alias; the default for none; 404 for an unknown one."""
-        name = self.aliases.get(name, name) if name else self.default
+    @property
+    def reference_default(self) -> str | None:
+        """The first served model that uses a reference photo: what a request with a reference and no model gets."""
+        return next((name for name, inpainter in self.inpainters.items() if inpainter.uses_reference), None)
+
+    def pick(self, name: str | None, with_reference: bool = False):
+        """(name, Inpainter) of a requested model name or alias; for none, the default (the reference default when
+        the request brings a reference and one is served); 404 for an unknown name."""
+        fallback = (self.reference_default if with_reference else None) or self.default
+        name = self.aliases.get(name, name) if name else fallback
         if name not in self.inpainters:
             raise HTTPError(404, f"unknown model {name!r}; served: {', '.join(self.inpainters)}")
         return name, self.inpainters[name]
@@ -45,7 +52,10 @@ class Served:
 class Options(BaseModel):
     """The text fields of POST /v1/inpaint."""
 
-    model: str | None = Field(None, description="a name from GET /v1/models; default: the first served")
+    model: str | None = Field(
+        None, description="a name from GET /v1/models; default: the first served (with a reference, the first "
+        "served reference model)"
+    )  # fmt: skip
     format: Literal["png", "jpeg"] = Field("png", description="of the answer")
     align: Literal["auto", "always", "never"] = Field("auto", description="align faces of whole photos")
 
@@ -150,7 +160,7 @@ FACES_DOCS = body_docs(FacesJSON.model_json_schema(), ("image",), {}, ["image"])
 def inpaint_upload(served: Served, upload: dict | bytes) -> tuple:
     """In a worker: decode, inpaint, encode. -> (model name, format, (width, height), encoded bytes, seconds)."""
     fields, chosen = parse_fields(upload, InpaintJSON)
-    name, inpainter = served.pick(chosen.model)
+    name, inpainter = served.pick(chosen.model, with_reference=bool(fields.get("reference")))
     if not fields.get("image") or not fields.get("mask"):
         raise HTTPError(422, "image and mask are both required")
     start, limit = time.perf_counter(), served.limits.max_pixels
@@ -200,7 +210,8 @@ async def models(request: Request):
 
     served = request.app.state.served
     listed = [describe(name, inpainter) for name, inpainter in served.inpainters.items()]
-    return {"models": listed, "default": served.default, "aliases": served.aliases, "faces": faces_available()}
+    return {"models": listed, "default": served.default, "reference_default": served.reference_default,
+            "aliases": served.aliases, "faces": faces_available()}  # fmt: skip
 
 
 @router.get("/healthz", summary="Liveness and queue length")

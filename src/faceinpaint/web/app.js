@@ -5,6 +5,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   photo: null, // HTMLCanvasElement with the photo's pixels
   reference: null, // data URL of the reference photo
+  models: null, // GET v1/models: the served models, the default and the reference default
   box: null, // {x, y, side} in photo pixels, integers, inside the photo
   mask: null, // canvas the size of the photo; alpha = hole
   ops: [], // mask edits, replayed on undo / redo
@@ -81,6 +82,7 @@ async function loadModels() {
       return option;
     }));
     select.value = data.default;
+    state.models = data;
   } catch (error) {
     message(`Cannot reach the server: ${error.message}`);
   }
@@ -298,6 +300,13 @@ function setupControls() {
   $("reference").addEventListener("change", async (event) => {
     const file = event.target.files[0];
     state.reference = file ? await readFile(file) : null;
+    // A reference photo is of no use to a model without a reference branch: offer the server's reference default.
+    const models = state.models;
+    const chosen = models && models.models.find((model) => model.name === $("model").value);
+    if (state.reference && chosen && !chosen.reference && models.reference_default) {
+      $("model").value = models.reference_default;
+      message(`Using ${models.reference_default}, which uses the reference photo.`, "info");
+    }
   });
   const drop = $("drop");
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
