@@ -14,8 +14,9 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    """`make test` is the fast tier (about a minute on 2 cores); `pytest --runslow` adds the tests marked `slow`:
-    real ONNX exports, subprocess launches, the real FID Inception, the shipped weights at full size, fuzzers."""
+    """`make test` is the fast tier (about 70 s of tests on 2 cores); `pytest --runslow` adds the tests marked
+    `slow`: ONNX / TorchScript exports, subprocess, multi-process and crash-resume runs, the real FID Inception, the
+    browser, the wheel, fuzzers."""
     if config.getoption("--runslow"):
         return
     skip = pytest.mark.skip(reason="slow tier: run with --runslow")

@@ -47,6 +47,7 @@ def test_onnx_matches_torch_for_any_batch(tiny, onnx_file, batch):
     assert np.array_equal(output[known], image[known])  # composited inside the graph
 
 
+@pytest.mark.slow
 def test_torchscript_matches_torch(tiny, tmp_path):
     path = tmp_path / "model.pt"
     assert to_torchscript(tiny, path) <= PARITY_TOLERANCE

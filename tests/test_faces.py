@@ -206,6 +206,7 @@ def test_mask_command(tmp_path, astronaut, capsys):
     assert len(errors) == 2 and "no face found" in errors[0] and "unknown face part(s) ears" in errors[1]
 
 
+@pytest.mark.slow
 def test_data_align_keeps_identities_and_lists_failures(tmp_path, astronaut, capsys):
     source, target = tmp_path / "photos", tmp_path / "aligned"
     for name in ("alice", "bob"):

@@ -190,6 +190,7 @@ def test_landmarks_are_found_once_and_kept(tmp_path: Path, astronaut_face, monke
         landmark_cache.cached_landmarks(images, ["a.png", "c.png"], cache)
 
 
+@pytest.mark.slow
 def test_v2_trains_reproducibly_with_its_cached_landmarks(tmp_path: Path):
     config = tiny_config(tmp_path, max_steps=2, val_every=2, identity_weight=0.0)
     config["model"]["reference_prior"] = True

@@ -115,6 +115,7 @@ def test_without_the_adversarial_term_the_discriminator_is_left_alone(tmp_path):
         assert torch.equal(value, saved[key]), key
 
 
+@pytest.mark.slow
 def test_slim_checkpoint_resumes_in_a_new_run_and_is_never_written_to(tmp_path):
     first = train(from_dict(tiny_config(tmp_path, max_steps=10), name="tiny"))
     kept = tmp_path / "kept" / "tiny.pt"
@@ -198,6 +199,7 @@ def test_ddp_on_two_cpu_processes_keeps_ranks_identical(tmp_path):
     assert len(list((tmp_path / "runs").iterdir())) == 1  # rank 0 alone wrote a run dir
 
 
+@pytest.mark.slow
 def test_export_weights_then_inpaint_and_draw_progress(tmp_path):
     result = train(from_dict(tiny_config(tmp_path, max_steps=10, keep_every=5), name="tiny"))
     assert main(["export-weights", str(result.run_dir), str(tmp_path / "tiny-model"), "--fp16"]) == 0
@@ -259,6 +261,7 @@ def test_dry_run_prints_the_resolved_config_with_overrides(capsys):
     assert json.dumps(load_config(config).to_dict()["train"]["betas"]) == "[0.5, 0.999]"
 
 
+@pytest.mark.slow
 def test_structure_losses_train_and_show_in_the_card(tmp_path):
     pytest.importorskip("face_recognition_models", reason="needs faceinpaint[faces]")
     pytest.importorskip("stlpips_pytorch", reason="needs faceinpaint[eval]")
@@ -305,6 +308,7 @@ def _kill_debris(run_dir: Path, after_step: int) -> None:
         stream.write('{"kind": "train", "st')
 
 
+@pytest.mark.slow
 def test_a_resume_after_kill_9_removes_temporary_files_and_logs_each_step_once(tmp_path):
     config = tiny_config(tmp_path, max_steps=10, val_every=5, sample_every=1000)
     first = train(from_dict(config, name="tiny"))
@@ -324,6 +328,7 @@ def test_a_resume_after_kill_9_removes_temporary_files_and_logs_each_step_once(t
     assert len(curve) == len(set(curve)) == 12
 
 
+@pytest.mark.slow
 def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
     config = tiny_config(tmp_path, max_steps=10, val_every=1000, sample_every=1000)
     first = train(from_dict(config, name="tiny"))

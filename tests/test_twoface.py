@@ -150,6 +150,7 @@ def _losses(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "it_per_s"} for r in read_metrics(run_dir) if r["kind"] == "train"]
 
 
+@pytest.mark.slow
 def test_training_resumes_exactly_and_exports_a_reference_model(tmp_path):
     config = tiny_config(tmp_path)
     full = train(from_dict(config, name="full"))

@@ -58,6 +58,7 @@ def _decode(url: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.partition(",")[2]))))
 
 
+@pytest.mark.slow
 def test_page_inpaints_a_painted_stroke(server_url):
     playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the Python package)")
     if not CHROMIUM.exists() and not shutil.which("chromium"):

@@ -12,8 +12,8 @@ from faceinpaint.faces.detect import faces_available
 # so that something always works, even before any weights are installed.
 PREFERRED_MODELS = ("deepfillv2-face-256", "telea")
 # The same where a reference photo of the person is given, best first (both need the `faces` extra): on held-out eye
-# holes `reference-paste` keeps more of the person's identity than the learned Two-Face (README, reference-paste).
-PREFERRED_REFERENCE_MODELS = ("reference-paste", "twoface-face-256")
+# and mouth holes Two-Face keeps more of the person's identity than `reference-paste`, at a far lower FID (README).
+PREFERRED_REFERENCE_MODELS = ("twoface-face-256", "reference-paste")
 # The released model dirs inside an installed package: pyproject.toml maps the repo's weights/ to this folder when a
 # wheel is built. Installed wheels are plain folders on disk, so a path works (safetensors reads files by path). A
 # source checkout has no such folder and finds the same dirs in REPO_WEIGHTS instead.
