@@ -5,9 +5,10 @@ change, measured in one run, and the FLOP/s reached against the machine's fp32 p
 Arms, run in turn (before, after, before, after, ...) so that other work on the machine slows both alike:
   before: the generator architectures as committed at `--before` (default HEAD; src/faceinpaint/models/layers.py,
           deepfill.py and twoface.py read with `git show`) and the config as given;
-  after:  the working tree, with `--after-set` overrides (default: contiguous layout), and the loop (training/loop.py)
-          patched with `--loop-patch` when given (a proposed diff, measured before it is merged); one such arm for
-          each of `--after-threads` (default: --threads, as the before arm).
+  after:  the working tree, with `--after-set` overrides (default: contiguous layout), and the trainer
+          (src/faceinpaint/training/: loop, step, setup, ...) patched with `--loop-patch` when given (a proposed
+          diff, measured before it is merged); one such arm for each of `--after-threads` (default: --threads, as
+          the before arm).
 `--before none` measures the working tree alone. FLOPs are counted (torch.utils.flop_counter.FlopCounterMode) over
 one more step of each arm at batch 1; the peak is the best 2048 x 2048 fp32 matmul on the same threads.
 
@@ -19,6 +20,7 @@ import argparse
 import contextlib
 import importlib.util
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -50,14 +52,30 @@ def _images(folder: Path, count: int, size: int) -> Path:
 
 
 def patched_train(patch: Path, scratch: Path):
-    """`faceinpaint.training.loop.train` from a copy of training/loop.py with `patch` (a unified diff) applied."""
-    source = Path(faceinpaint.training.loop.__file__)
-    target = scratch / "train_patched.py"
-    subprocess.run(["patch", "--quiet", "-o", str(target), str(source), str(patch)], check=True)
-    spec = importlib.util.spec_from_file_location("faceinpaint.train_patched", target)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.train
+    """`faceinpaint.training.loop.train` from a copy of the training package with `patch` applied: a unified diff
+    (e.g. `git diff -- src/faceinpaint/training`) of any of its modules (loop.py, step.py, setup.py, ...).
+
+    The copy is imported under the real module names, so that the patched loop binds the patched step and setup;
+    the installed modules are put back afterwards and the other arms run them unchanged."""
+    package = Path(faceinpaint.training.__file__).parent
+    copy = scratch / "training_patched"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    strip = 1 + len(package.relative_to(package.parents[2]).parts)  # a/src/faceinpaint/training/step.py -> step.py
+    subprocess.run(["patch", "--quiet", f"-p{strip}", "-d", str(copy), "-i", str(patch.resolve())], check=True)
+    names = [name for name in sys.modules if name.startswith("faceinpaint.training.")]
+    saved = {name: sys.modules.pop(name) for name in names}
+    saved_path, attributes = faceinpaint.training.__path__, dict(vars(faceinpaint.training))
+    faceinpaint.training.__path__ = [str(copy)]
+    try:
+        return importlib.import_module("faceinpaint.training.loop").train
+    finally:
+        for name in [name for name in sys.modules if name.startswith("faceinpaint.training.")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+        faceinpaint.training.__path__ = saved_path
+        for name in set(vars(faceinpaint.training)) - set(attributes):
+            delattr(faceinpaint.training, name)
+        vars(faceinpaint.training).update(attributes)
 
 
 @contextlib.contextmanager
@@ -103,7 +121,7 @@ def main() -> None:
     parser.add_argument("--after-set", nargs="*", default=["train.channels_last=false"], help="config overrides")
     parser.add_argument("--after-threads", type=int, nargs="*", help="an 'after' arm for each (default --threads)")
     parser.add_argument(
-        "--loop-patch", type=Path, help="a unified diff of src/faceinpaint/training/loop.py for 'after'"
+        "--loop-patch", type=Path, help="a unified diff of src/faceinpaint/training/ (git diff paths) for 'after'"
     )
     args = parser.parse_args()
     losses = [name for name in args.losses.split(",") if name]
