@@ -60,8 +60,8 @@ def patched_train(patch: Path, scratch: Path):
     package = Path(faceinpaint.training.__file__).parent
     copy = scratch / "training_patched"
     shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    strip = 1 + len(package.relative_to(package.parents[2]).parts)  # a/src/faceinpaint/training/step.py -> step.py
-    subprocess.run(["patch", "--quiet", f"-p{strip}", "-d", str(copy), "-i", str(patch.resolve())], check=True)
+    # -p4: git's a/src/faceinpaint/training/step.py -> step.py, wherever the package is installed
+    subprocess.run(["patch", "--quiet", "-p4", "-d", str(copy), "-i", str(patch.resolve())], check=True)
     names = [name for name in sys.modules if name.startswith("faceinpaint.training.")]
     saved = {name: sys.modules.pop(name) for name in names}
     saved_path, attributes = faceinpaint.training.__path__, dict(vars(faceinpaint.training))
