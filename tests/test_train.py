@@ -147,6 +147,18 @@ def test_slim_checkpoint_leaves_out_a_discriminator_never_trained(tmp_path):
     assert all("loss_d" in r for r in read_metrics(resumed.run_dir) if r["kind"] == "train" and r["step"] > 4)
 
 
+def test_no_discriminator_leaves_a_trained_one_out_and_needs_a_kept_checkpoint(tmp_path, capsys):
+    first = train(from_dict(tiny_config(tmp_path, max_steps=2, val_every=1000, sample_every=1000), name="tiny"))
+    assert any("loss_d" in r for r in read_metrics(first.run_dir) if r["kind"] == "train")  # D was trained
+    model, kept = tmp_path / "model", tmp_path / "kept.pt"
+    assert main(["export-weights", str(first.run_dir), str(model), "--no-discriminator"]) == 1
+    assert "--keep-checkpoint" in capsys.readouterr().err and not model.exists()
+    command = ["export-weights", str(first.run_dir), str(model), "--keep-checkpoint", str(kept)]
+    assert main([*command, "--no-discriminator"]) == 0
+    state = load_checkpoint(kept)
+    assert "discriminator" not in state and {"generator", "ema"} <= set(state)
+
+
 @pytest.mark.slow
 def test_sigterm_leaves_a_valid_last_checkpoint(tmp_path):
     config = tiny_config(tmp_path, max_steps=100000, save_every=100000, val_every=100000, sample_every=100000)

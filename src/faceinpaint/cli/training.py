@@ -3,6 +3,8 @@
 import argparse
 from pathlib import Path
 
+from faceinpaint.errors import InpaintError
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from faceinpaint.config import dump_config, load_config
@@ -45,10 +47,12 @@ def add_train(commands, formatter) -> None:
 def cmd_export_weights(args: argparse.Namespace) -> int:
     from faceinpaint.training.checkpoint import export_weights, slim_checkpoint
 
+    if args.no_discriminator and args.keep_checkpoint is None:
+        raise InpaintError("--no-discriminator applies to the kept checkpoint: give --keep-checkpoint PATH too")
     out = export_weights(args.run_dir, args.out_dir, fp16=args.fp16)
     print(f"wrote model dir {out}")
     if args.keep_checkpoint is not None:
-        kept = slim_checkpoint(args.run_dir, args.keep_checkpoint)
+        kept = slim_checkpoint(args.run_dir, args.keep_checkpoint, discriminators=not args.no_discriminator)
         print(f"wrote training checkpoint {kept} ({kept.stat().st_size / 2**20:.1f} MiB); resume with --resume {kept}")
     return 0
 
@@ -72,6 +76,12 @@ def add_export_weights(commands, formatter) -> None:
         type=Path,
         metavar="PATH",
         help="also write the networks (G, D, EMA) in float16 without optimiser state, for `train --resume PATH`",
+    )
+    export.add_argument(
+        "--no-discriminator",
+        action="store_true",
+        help="leave the discriminator(s) out of the kept checkpoint (smaller; a resume with the adversarial term "
+        "on starts fresh ones)",
     )
     export.set_defaults(func=cmd_export_weights)
 

@@ -268,12 +268,14 @@ NETWORKS = ("generator", "discriminator", "local_discriminator", "ema")
 UNTRAINED_IF_NO_LOG = {"discriminator": "loss_d", "local_discriminator": "loss_d_local"}
 
 
-def slim_checkpoint(run_dir_or_checkpoint: str | Path, out: str | Path) -> Path:
+def slim_checkpoint(run_dir_or_checkpoint: str | Path, out: str | Path, discriminators: bool = True) -> Path:
     """Keep a run's latest checkpoint (or a given one) small enough for git: every network in float16, no optimiser.
 
     The slim file holds the generator, the discriminator(s) the run trained and the EMA, the step, config, wall
     time and hardware, and the run's metrics history; `faceinpaint train CONFIG --resume OUT` continues from it in
-    a new run dir (Adam's moments restart). `out` is replaced atomically when it exists; it must not be the
+    a new run dir (Adam's moments restart). `discriminators=False` leaves even trained discriminators out (a
+    resume with the adversarial term on then starts fresh ones): for a run whose last phase had the term off,
+    where a discriminator would only add size. `out` is replaced atomically when it exists; it must not be the
     checkpoint it is made from.
     """
     checkpoint, out = find_checkpoint(run_dir_or_checkpoint), Path(out)
@@ -288,7 +290,8 @@ def slim_checkpoint(run_dir_or_checkpoint: str | Path, out: str | Path) -> Path:
         slim["metrics"] = [r for r in read_metrics(run_dir_of(checkpoint)) if r.get("step", 0) <= state["step"]]
     trained_logs = [r for r in slim.get("metrics", []) if r.get("kind") == "train"]
     for key, loss in UNTRAINED_IF_NO_LOG.items():  # still at its init: a fresh one on resume is the same thing
-        if key in slim and trained_logs and not any(loss in r for r in trained_logs):
+        untrained = trained_logs and not any(loss in r for r in trained_logs)
+        if key in slim and (untrained or not discriminators):
             del slim[key]
     try:
         save_checkpoint(slim, out)
