@@ -69,6 +69,27 @@ def test_onnx_backend_of_the_inpainter(tiny, tmp_path):
     assert np.array_equal(got[~hole], image[~hole])
 
 
+@pytest.mark.slow
+def test_a_reference_model_runs_on_onnxruntime_with_and_without_its_reference(tmp_path, capsys):
+    """Two graphs: with the reference (what export-onnx writes) and without (--no-reference)."""
+    torch.manual_seed(0)
+    twoface = Inpainter.from_config("twoface", {"width": 8, "reference_width": 8}, 32, device="cpu", reference=True)
+    onnx = Inpainter("tiny-twoface", twoface.config, twoface.model, device="cpu", backend="onnx")
+    image, mask, reference = example_inputs(twoface, 1, seed=8)
+    hole = mask[0, ..., 0] > 127
+    for other in (reference[0], None):
+        expected = twoface(image[0], hole, reference=other, align="never")
+        assert np.abs(onnx(image[0], hole, reference=other, align="never").astype(int) - expected).max() <= 2
+    model_dir = twoface.save_pretrained(tmp_path / "tiny-twoface")
+    assert [i.name for i in onnx._onnx.sessions[True][0].get_inputs()] == ["image", "mask", "reference"]
+    out = tmp_path / "m.onnx"
+    assert main(["export-onnx", "--weights", str(model_dir), "--out", str(out), "--no-reference"]) == 0
+    assert [i.name for i in onnx_session(out).get_inputs()] == ["image", "mask"]
+    assert "inputs image, mask;" in capsys.readouterr().out
+    assert main(["export-onnx", "--weights", "telea", "--out", str(tmp_path / "t.onnx"), "--no-reference"]) == 1
+    assert "takes no reference" in capsys.readouterr().err and not (tmp_path / "t.onnx").exists()
+
+
 def test_bad_backend_and_classical_export(tmp_path):
     with pytest.raises(InpaintError, match="backend"):
         Inpainter.from_pretrained("telea", backend="tensorflow")

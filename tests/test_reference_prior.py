@@ -148,7 +148,7 @@ def test_reference_prior_is_a_twoface_option():
     assert "prior" not in from_dict({"model": {"arch": "twoface"}}).model_args()  # v1 config.json stays as it was
 
 
-def test_an_inpainter_runs_v2_with_the_warp_and_refuses_onnx(astronaut_face):
+def test_an_inpainter_runs_v2_with_the_warp(astronaut_face):
     inpainter = Inpainter.from_config("twoface", {"width": 8, "reference_width": 8, "prior": True}, 256,
                                       device="cpu", reference=True)  # fmt: skip
     seen, forward = [], inpainter.model.forward
@@ -168,8 +168,40 @@ def test_an_inpainter_runs_v2_with_the_warp_and_refuses_onnx(astronaut_face):
     valid = prior[0, 3] > 0.5
     assert valid.float().mean() > 0.9
     assert (prior[0, :3] - _to_tensor(astronaut_face)[0]).abs().mean(0)[valid].mean() < 0.1
-    with pytest.raises(InpaintError, match="no ONNX graph"):
-        Inpainter("v2", inpainter.config, inpainter.model, device="cpu", backend="onnx")
+
+
+@pytest.mark.slow
+def test_v2_exports_with_its_prior_and_runs_on_onnxruntime(astronaut_face):
+    """The graph takes the warped reference as a uint8 `prior` input (the warp stays outside): the onnx backend
+    gives PyTorch's completions with and without a reference, and `prior_input` is the array a deployment feeds."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from faceinpaint.backends.export import PARITY_TOLERANCE, run_torch
+    from faceinpaint.faces.reference_prior import prior_input
+
+    torch.manual_seed(0)
+    inpainter = Inpainter.from_config("twoface", {"width": 8, "reference_width": 8, "prior": True}, 256,
+                                      device="cpu", reference=True)  # fmt: skip
+    for layer in inpainter.model.prior_inputs.values():  # a trained model's prior matters: not zero here either
+        torch.nn.init.normal_(layer.weight, std=2.0)  # a tiny random net barely moves
+    onnx = Inpainter("v2", inpainter.config, inpainter.model, device="cpu", backend="onnx")
+    hole = face_part_mask(astronaut_face, ["eyes"], dilate=4)
+    mirrored = np.ascontiguousarray(astronaut_face[:, ::-1])
+    for reference in (mirrored, None):
+        expected = inpainter(astronaut_face, hole, reference=reference)
+        got = onnx(astronaut_face, hole, reference=reference)
+        assert np.abs(got.astype(int) - expected).max() <= PARITY_TOLERANCE
+    assert np.abs(onnx(astronaut_face, hole, reference=mirrored).astype(int) - expected).max() > 8  # prior counts
+
+    session, _ = onnx._onnx.sessions[True]  # the graph with the reference: what export-onnx writes
+    assert [i.name for i in session.get_inputs()] == ["image", "mask", "reference", "prior"]
+    prior = prior_input(astronaut_face, hole, mirrored)
+    assert prior.shape == (256, 256, 4) and prior.dtype == np.uint8 and (prior[..., 3] == 255).mean() > 0.9
+    arrays = [astronaut_face[None], hole[None, ..., None].astype(np.uint8) * 255, mirrored[None], prior[None]]
+    (output,) = session.run(None, dict(zip(["image", "mask", "reference", "prior"], arrays, strict=True)))
+    assert np.abs(output[0].astype(int) - run_torch(inpainter, *arrays)[0]).max() <= PARITY_TOLERANCE
+    with_reference = inpainter(astronaut_face, hole, reference=mirrored)
+    assert np.abs(output[0].astype(int) - with_reference).max() <= PARITY_TOLERANCE  # the Inpainter's own warp
 
 
 def test_landmarks_are_found_once_and_kept(tmp_path: Path, astronaut_face, monkeypatch):

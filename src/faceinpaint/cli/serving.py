@@ -9,18 +9,21 @@ from faceinpaint.errors import InpaintError
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from faceinpaint.backends.export import to_onnx, to_torchscript
+    from faceinpaint.backends.export import input_names, to_onnx, to_torchscript
     from faceinpaint.inpainter import Inpainter
     from faceinpaint.weights import best_model
 
     inpainter = Inpainter.from_pretrained(args.weights or best_model(), device="cpu")
-    difference = to_onnx(inpainter, args.out)
+    if args.no_reference and not inpainter.uses_reference:
+        raise InpaintError(f"--no-reference: {inpainter.name} takes no reference; its graph has none anyway")
+    reference = False if args.no_reference else None
+    difference = to_onnx(inpainter, args.out, reference)
     print(
-        f"wrote {args.out} (uint8 in and out, {inpainter.resolution}x{inpainter.resolution}, dynamic batch; "
-        f"max difference from PyTorch {difference}/255)"
+        f"wrote {args.out} (inputs {', '.join(input_names(inpainter, reference))}; uint8 in and out, "
+        f"{inpainter.resolution}x{inpainter.resolution}, dynamic batch; max difference from PyTorch {difference}/255)"
     )
     if args.torchscript:
-        difference = to_torchscript(inpainter, args.torchscript)
+        difference = to_torchscript(inpainter, args.torchscript, reference)
         print(f"wrote {args.torchscript} (TorchScript, max difference from PyTorch {difference}/255)")
     return 0
 
@@ -32,14 +35,20 @@ def add_export_onnx(commands, formatter) -> None:
         help="export a network as ONNX (and TorchScript): uint8 image + mask in, composited uint8 out",
         description="Write the network as one ONNX graph at the model's resolution R with a dynamic batch: inputs "
         "image uint8 (B, R, R, 3), mask uint8 (B, R, R, 1) above 127 = hole (and reference for reference-guided "
-        "models), output uint8 (B, R, R, 3) composited. Checked against PyTorch with onnxruntime (at most 2/255 "
-        "apart) before it is written. Needs faceinpaint[export].",
+        "models; Two-Face v2 also takes prior (B, R, R, 4), the reference warped onto the face by "
+        "faceinpaint.faces.reference_prior.prior_input), output uint8 (B, R, R, 3) composited. Checked against "
+        "PyTorch with onnxruntime (at most 2/255 apart) before it is written. Needs faceinpaint[export].",
         epilog="example:\n  faceinpaint export-onnx --weights deepfillv2-face-256 --out model.onnx",
         formatter_class=formatter,
     )
     export_onnx.add_argument("--weights", help="model name or model dir; default: the best installed")
     export_onnx.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
     export_onnx.add_argument("--torchscript", type=Path, metavar="PATH", help="also write a TorchScript module")
+    export_onnx.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="a reference-guided model's graph without the reference inputs (plain inpainting)",
+    )
     export_onnx.set_defaults(func=cmd_export_onnx)
 
 
@@ -55,7 +64,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         backend = "torch" if args.backend == "auto" else args.backend
         inpainter = Inpainter.from_pretrained(weights, device=args.device, backend=backend)
         if args.backend == "auto" and onnx_is_faster(inpainter):  # a server lives long enough to repay the export
-            print(f"{inpainter.name}: exporting to ONNX for onnxruntime (~30 s; --backend torch skips it)")
+            graphs = "2 graphs: with and without a reference" if inpainter.uses_reference else "1 graph"
+            print(f"{inpainter.name}: exporting to ONNX for onnxruntime ({graphs}; --backend torch skips it)")
             inpainter = Inpainter(inpainter.name, inpainter.config, inpainter.model, args.device, "onnx")
         inpainters[inpainter.name] = inpainter
     aliases = dict(item.split("=", 1) for item in args.alias if "=" in item)

@@ -10,6 +10,7 @@ validity mask (1 = reference pixels there).
 
 import warnings
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -116,6 +117,16 @@ def prior_from_warp(warp: WarpedReference) -> torch.Tensor:
     """The prior (1, 4, H, W) of reference_warp.warp_reference's result (the inference path)."""
     valid = torch.from_numpy(warp.valid)[None, None].float()
     return torch.cat([uint8_to_tensor(warp.image[None]) * valid, valid], dim=1)
+
+
+def prior_input(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, landmarks: int = 68) -> np.ndarray:
+    """The `prior` input (R, R, 4) uint8 of Two-Face v2's exported graph (backends/export.py) for one aligned face
+    `image` (R, R, 3) uint8 with `hole` (R, R) bool and its `reference` photo (uint8 RGB, any size): the reference
+    warped onto the face (RGB, 0 where the warp has no pixels) and 255 where it has. The same warp as the PyTorch
+    path; raises InpaintError where it fails (no face in the reference): then run the graph without a reference,
+    or with a prior of zeros, as `image_prior` does."""
+    warp = warp_reference(image, hole, reference, landmarks)
+    return np.dstack([warp.image * warp.valid[..., None], warp.valid.astype(np.uint8) * 255])
 
 
 def image_prior(image: torch.Tensor, hole: torch.Tensor, reference: torch.Tensor, landmarks: int = 68) -> torch.Tensor:
