@@ -72,7 +72,8 @@ def onnx_is_faster(inpainter) -> bool:
     """Whether the onnxruntime backend is the faster choice for this inpainter: a network with an ONNX graph on
     the CPU, with faceinpaint[export] installed. Measured on this project's 2-core CPU (benchmarks/speed.py,
     docs/benchmarks.md "CPU inference"): about 1.2x PyTorch per face, at the cost of an export (~30 s) when the
-    Inpainter is built, so it pays in a long-lived server, not in a one-off command."""
+    Inpainter is built, so it pays in a long-lived server, not in a one-off command. Two-Face v2 with a reference:
+    1.0-1.3x, two exports in about a minute (benchmarks/reference_onnx.py)."""
     if inpainter.model is None or inpainter.device.type != "cpu":
         return False
     try:
