@@ -78,6 +78,23 @@ def test_five_point_models_give_nearly_the_same_quad(astronaut, face):
         assert (found[0].landmarks is None) == (landmarks == 5)
 
 
+def test_yunet_rows_of_inf_or_nan_are_no_face(monkeypatch):
+    """YuNet has returned rows of inf / NaN on tiny flat images (seen in the slow tier): they must not reach dlib."""
+    good = np.array([[4, 5, 20, 22, 9, 12, 18, 12, 14, 16, 10, 20, 17, 20, 0.9]], np.float32)
+    bad = np.array([[-np.inf, -6e21, np.nan, -6e21, *[0.0] * 10, 0.8], [1, 1, 0, 5, *[1.0] * 10, 0.7]], np.float32)
+
+    class Detector:
+        def setInputSize(self, size):  # noqa: N802 (OpenCV's name)
+            pass
+
+        def detect(self, image):
+            return 1, np.concatenate([bad, good])
+
+    monkeypatch.setattr(faces_module, "_yunet", lambda: Detector())
+    found = faces_module._detect_yunet(np.zeros((32, 32, 3), np.uint8))
+    assert [box for box, _, _ in found] == [(4.0, 5.0, 24.0, 27.0)]
+
+
 def test_align_unalign_round_trip(astronaut, face):
     crop, alignment = align_face(astronaut, face_quad(face.points), 256)
     assert crop.shape == (256, 256, 3) and crop.dtype == np.uint8

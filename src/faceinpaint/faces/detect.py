@@ -114,6 +114,8 @@ def _detect_yunet(image: np.ndarray) -> list[tuple[tuple[float, float, float, fl
     faces = []
     for row in found.astype(np.float64):
         # x, y, w, h, then (x, y) of the image-left eye, image-right eye, nose tip, mouth corners; score.
+        if not np.isfinite(row[:15]).all() or row[2] <= 0 or row[3] <= 0:
+            continue  # on tiny or flat images YuNet can return rows of inf / NaN: no face there
         x, y, w, h = row[:4] / scale
         faces.append(((x, y, x + w, y + h), float(row[14]), row[4:14].reshape(5, 2) / scale))
     return faces
