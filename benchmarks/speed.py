@@ -55,7 +55,7 @@ def before_arm(inpainter: Inpainter, architectures: dict) -> Inpainter:
 def onnx_arm(name: str) -> Inpainter | None:
     try:
         return Inpainter.from_pretrained(name, device="cpu", backend="onnx")
-    except InpaintError as error:  # no onnxruntime, or a model without a graph (Two-Face v2)
+    except InpaintError as error:  # no onnxruntime (or onnxscript) installed
         print(f"{name}: no onnxruntime arm ({error})")
         return None
 
