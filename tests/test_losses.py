@@ -75,6 +75,25 @@ def test_dlib_features_are_zero_for_the_same_face_and_grow_with_damage():
     assert small.grad[hole.expand_as(small)].abs().sum() > 0  # gradients reach the damaged pixels
 
 
+def test_dlib_features_in_the_hole_weigh_a_small_hole_like_a_large_one():
+    pytest.importorskip("face_recognition_models", reason="needs faceinpaint[faces]")
+    from faceinpaint.models.dlib_resnet import DlibResNet
+
+    network, face = DlibResNet.from_package(), _face()
+    eye_x, eye_y, half_x, half_y = FACE_PARTS["eyes"][0]
+    mask = torch.zeros(1, 1, 256, 256)
+    mask[..., eye_y - half_y : eye_y + half_y, eye_x - half_x : eye_x + half_x] = 1.0
+    damaged = torch.where(mask > 0, torch.zeros_like(face), face)
+    whole, in_hole = dlib_feature_loss(network, damaged, face), dlib_feature_loss(network, damaged, face, mask)
+    assert in_hole.item() > 2 * whole.item() > 0  # the whole-face mean dilutes a hole of 1 % of the image
+    assert dlib_feature_loss(network, face, face, mask).item() == pytest.approx(0.0, abs=1e-6)
+    # A face whose hole misses the chip adds nothing; the batch mean counts it as 0.
+    corner = torch.zeros_like(mask)
+    corner[..., :8, :8] = 1.0
+    pair = dlib_feature_loss(network, torch.cat([damaged, damaged]), torch.cat([face, face]), torch.cat([mask, corner]))
+    assert pair.item() == pytest.approx(in_hole.item() / 2, rel=1e-4)
+
+
 def test_stlpips_distance_has_gradients_and_equals_the_judge():
     pytest.importorskip("stlpips_pytorch", reason="needs faceinpaint[eval]")
     from faceinpaint.models.perceptual import STLPIPS

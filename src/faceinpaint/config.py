@@ -61,6 +61,7 @@ class TrainConfig:
     # judge it).
     stlpips_weight: float = 0.0  # ST-LPIPS (AlexNet, stlpips-pytorch) distance to the ground truth
     dlib_feature_weight: float = 0.0  # dlib face-ResNet stage features vs the ground truth's (face perceptual)
+    dlib_feature_in_hole: bool = False  # ...averaged over the positions the hole reaches, not the whole face
     feature_matching_weight: float = 0.0  # L1 of the discriminator's features, real vs completed (needs gan > 0)
     part_l1_weight: float = 0.0  # extra L1 on the hole's pixels over the aligned eyes, nose and mouth
     gan_start_step: int = 0  # the discriminator and the adversarial terms start at this (absolute) step...

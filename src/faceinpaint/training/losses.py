@@ -71,17 +71,31 @@ def feature_matching(real_features: list[torch.Tensor], fake_features: list[torc
     return sum((fake.float() - real.detach().float()).abs().mean() for real, fake in pairs) / len(pairs)
 
 
-def dlib_feature_loss(network: torch.nn.Module, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def dlib_feature_loss(
+    network: torch.nn.Module, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """A face-specific perceptual distance: dlib's ResNet stages (models/dlib_resnet.py) of the two faces' chips,
     each unit-normalised along channels as in LPIPS, squared differences summed over channels, averaged over
-    positions and the batch, then over the four stages. The target goes through without autograd."""
+    positions and the batch, then over the four stages. The target goes through without autograd.
+
+    With `mask` (B, 1, S, S), 1 = hole, each face's average runs over the positions its hole reaches (the hole's
+    chip, max-pooled to each stage) instead of the whole chip: a small eye hole then weighs as much as a large one,
+    where the whole-chip mean would dilute it by the hole's share of the face. A face whose hole misses the chip
+    adds 0."""
     from faceinpaint.models.dlib_resnet import chip_from_aligned
     from faceinpaint.models.perceptual import unit_length
 
     with torch.no_grad():
         truth = network.stages(chip_from_aligned(target))
+        # The mask through the chip's own sampling: [0, 1] -> [-1, 1] in, [0, 255] out.
+        holes = None if mask is None else chip_from_aligned(mask.float().expand(-1, 3, -1, -1) * 2 - 1)[:, :1] / 255
     mine = network.stages(chip_from_aligned(output))
-    pairs = list(zip(mine, truth, strict=True))
-    return sum((unit_length(a.float()) - unit_length(b.float())).pow(2).sum(dim=1).mean() for a, b in pairs) / len(
-        pairs
-    )
+    total = 0.0
+    for a, b in zip(mine, truth, strict=True):
+        distance = (unit_length(a.float()) - unit_length(b.float())).pow(2).sum(dim=1, keepdim=True)
+        if holes is None:
+            total = total + distance.mean()
+            continue
+        weight = F.adaptive_max_pool2d(holes, distance.shape[-2:])
+        total = total + ((distance * weight).sum(dim=(1, 2, 3)) / weight.sum(dim=(1, 2, 3)).clamp_min(1.0)).mean()
+    return total / len(mine)

@@ -133,7 +133,8 @@ def generator_loss(cfg: Config, nets: Networks, batch: Batch, coarse, refined, c
         terms["stlpips"] = nets.stlpips.distance(completed, real).mean()
         loss = loss + train.stlpips_weight * terms["stlpips"]
     if train.dlib_feature_weight > 0:
-        terms["dlib_features"] = dlib_feature_loss(nets.identity_network, completed, real)
+        hole = mask if train.dlib_feature_in_hole else None
+        terms["dlib_features"] = dlib_feature_loss(nets.identity_network, completed, real, hole)
         loss = loss + train.dlib_feature_weight * terms["dlib_features"]
     if train.identity_weight > 0:  # to the ground truth, and to the reference where there is one
         to_target, to_reference = identity_losses(
