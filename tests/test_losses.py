@@ -90,7 +90,8 @@ def test_dlib_features_in_the_hole_weigh_a_small_hole_like_a_large_one():
     # A face whose hole misses the chip adds nothing; the batch mean counts it as 0.
     corner = torch.zeros_like(mask)
     corner[..., :8, :8] = 1.0
-    pair = dlib_feature_loss(network, torch.cat([damaged, damaged]), torch.cat([face, face]), torch.cat([mask, corner]))
+    two = torch.cat([damaged, damaged]), torch.cat([face, face]), torch.cat([mask, corner])
+    pair = dlib_feature_loss(network, *two)
     assert pair.item() == pytest.approx(in_hole.item() / 2, rel=1e-4)
 
 
