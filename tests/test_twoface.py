@@ -13,7 +13,7 @@ from faceinpaint.config import from_dict, load_config
 from faceinpaint.errors import InpaintError
 from faceinpaint.inpainter import Inpainter
 from faceinpaint.models import DeepFillV2, TwoFace
-from faceinpaint.training.batches import References, hole_crops
+from faceinpaint.training.batches import References, hole_crops, jittered, reference_batch
 from faceinpaint.training.checkpoint import list_checkpoints, load_checkpoint, read_metrics
 from faceinpaint.training.loop import train
 
@@ -102,6 +102,32 @@ def test_references_are_same_identity_never_the_image_itself():
     assert (identities[picks] == identities[index]).all()
     assert ((picks != index) == available).all()
     assert set(picks[index == 0].tolist()) == {2, 5}  # uniform over the others
+
+
+def test_self_references_are_the_photo_itself_jittered_and_off_by_default():
+    """train.self_reference: the sample's own photo, re-lit and moved, stands in for its reference (single-photo
+    people included); at 0 the draws, and so the batch, are exactly those of runs without the option."""
+    identities = torch.tensor([2, 0, 2, 1, 0, 2, 0])  # identity 1 has a single photo
+    images = torch.from_numpy(np.stack([np.asarray(Image.fromarray(
+        (np.random.default_rng(i).random((8, 8, 3)) * 255).astype(np.uint8)).resize((32, 32))) for i in range(7)]))
+    images, index = images.permute(0, 3, 1, 2).contiguous(), torch.tensor([0, 3, 5, 6])  # fmt: skip
+    table = References(identities)
+
+    def batch(**train_args):
+        cfg = from_dict({"model": {"arch": "twoface"}, "data": {"flip": False}, "train": train_args})
+        return reference_batch(images, table, index, 7, 0, cfg, "cpu")
+
+    plain, dropped = batch(), batch(self_reference=0.0)
+    assert all(torch.equal(a, b) for a, b in zip(plain, dropped, strict=True))
+    reference, available, given, picks = batch(self_reference=1.0, reference_dropout=0.0)
+    assert torch.equal(picks, index) and available.all() and given.all()  # identity 1 too
+    own = images[index].float() / 127.5 - 1
+    assert 0.01 < (reference - own).abs().mean() < 0.5  # moved and re-lit, not copied
+    assert np.corrcoef(reference.flatten(), own.flatten())[0, 1] > 0.6
+    generator = torch.Generator().manual_seed(0)
+    assert jittered(own, generator).shape == own.shape and jittered(own, generator).abs().max() <= 1
+    with pytest.raises(InpaintError, match="self_reference: a probability"):
+        from_dict({"model": {"arch": "twoface"}, "train": {"self_reference": 1.5}})
 
 
 def test_hole_crops_frame_the_hole():

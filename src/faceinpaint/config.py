@@ -67,6 +67,9 @@ class TrainConfig:
     gan_start_step: int = 0  # the discriminator and the adversarial terms start at this (absolute) step...
     gan_ramp_steps: int = 0  # ...and their weight rises linearly to `gan` / `local_gan` over this many steps
     reference_dropout: float = 0.25  # twoface: probability that a sample trains without its reference
+    # twoface: probability that a sample's reference is its own photo, re-lit and slightly moved (batches.jittered),
+    # so that using the reference pays from the first steps; also gives single-photo people a reference
+    self_reference: float = 0.0
     # twoface: the reference branch's lr is lr x this. Above 1 it lets the zero-initialised branch catch up with a
     # generator warm-started from DeepFillv2 (train.init_from) without shaking the inherited weights.
     reference_lr_scale: float = 1.0
@@ -114,6 +117,7 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 NON_NEGATIVE = ("l1_coarse", "l1_refined", "gan", "local_gan", "identity_weight", "stlpips_weight",
                 "dlib_feature_weight", "feature_matching_weight", "part_l1_weight", "gan_start_step",
                 "gan_ramp_steps")  # fmt: skip
+PROBABILITIES = ("reference_dropout", "self_reference")  # per-sample draws: between 0 and 1
 
 
 def _coerce(value, kind, where: str):
@@ -157,6 +161,9 @@ def _section(name: str, values: dict) -> object:
     for key in NON_NEGATIVE:
         if key in hints and getattr(section, key) < 0:
             raise InpaintError(f"{name}.{key}: must be 0 (off) or more, got {getattr(section, key)}")
+    for key in PROBABILITIES:
+        if key in hints and not 0 <= getattr(section, key) <= 1:
+            raise InpaintError(f"{name}.{key}: a probability, from 0 to 1, got {getattr(section, key)}")
     choices = {"layout": ("files", "twoface")}
     for key, valid in choices.items():
         if key in hints and getattr(section, key) not in valid:

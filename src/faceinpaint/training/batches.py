@@ -2,7 +2,8 @@
 
 Every random draw is taken from a generator seeded by (seed, stream, step, rank), so a resumed run sees exactly
 the batches of the uninterrupted one. Streams: 0 epoch order, 1 flips, 2 masks, 3 reference picks, 4 reference
-flips, 5 reference dropout. Two-Face v2's reference prior (prior_batch) is a function of these draws and of the
+flips, 5 reference dropout, 6 self-references, 7 their jitter (6 and 7 only where `train.self_reference` > 0, so
+runs without it draw what they always drew). Two-Face v2's reference prior (prior_batch) is a function of these draws and of the
 photos' landmarks, found once (faces/landmark_cache.py).
 """
 
@@ -128,17 +129,48 @@ def reference_batch(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(reference (B, 3, R, R) in [-1, 1], available (B,), given (B,), picks (B,)) for the images `index` of a step.
 
-    `available`: the person has another photo (the identity loss to the reference uses it). `given`: available
+    `available`: the person has another photo, or the sample is a self-reference (the identity loss to the reference
+    uses it). `given`: available
     and not dropped (probability `train.reference_dropout`): the generator's `has_reference`. References that are
     not given are zeroed; the model ignores them exactly, by the flag, never reading them as a black photo.
-    `picks`: the references' image numbers.
+    `picks`: the references' image numbers. With probability `train.self_reference` a sample's reference is its own
+    photo, `jittered`: the exemplar-as-itself training of Paint by Example (Yang et al., CVPR 2023), here so that the
+    reference branch and the prior channels learn early that the reference carries the hole's content.
     """
     picks, available = references.pick(index, seeded(cfg.train.seed, 3, step, rank))
+    own = None
+    if cfg.train.self_reference > 0:  # the photo itself stands in as its reference (jittered below)
+        own = torch.rand(len(index), generator=seeded(cfg.train.seed, 6, step, rank)) < cfg.train.self_reference
+        picks, available = torch.where(own, index.cpu(), picks), available | own
     reference = pixels(images, picks, cfg.data.flip, seeded(cfg.train.seed, 4, step, rank), device)
+    if own is not None and own.any():
+        jitter = jittered(reference, seeded(cfg.train.seed, 7, step, rank))
+        reference = torch.where(own.to(device).view(-1, 1, 1, 1), jitter, reference)
     kept = torch.rand(len(index), generator=seeded(cfg.train.seed, 5, step, rank)) >= cfg.train.reference_dropout
     given = (available & kept).to(device)
     reference = reference * available.to(device).view(-1, 1, 1, 1)
     return reference, available.to(device), given, picks
+
+
+def jittered(reference: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """References (B, 3, R, R) in [-1, 1] each re-lit and slightly moved, as another photo of the person would be:
+    contrast 0.75-1.25, brightness -0.1..0.1 and a gain 0.9-1.1 per channel (on [0, 1]), then a similarity of
+    up to 5 degrees, 5 % scale and 4 % shift (edges repeated), so that copying it pixel for pixel is never exact."""
+    batch = reference.shape[0]
+
+    def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
+        return (low + (high - low) * torch.rand(batch, *shape, generator=generator)).to(reference.device)
+
+    contrast, brightness, gain = uniform(0.75, 1.25, 1, 1, 1), uniform(-0.1, 0.1, 1, 1, 1), uniform(0.9, 1.1, 3, 1, 1)
+    lit = (((reference + 1) / 2 - 0.5) * contrast + 0.5 + brightness) * gain
+    angle, scale, shift = uniform(-5.0, 5.0).deg2rad(), uniform(0.95, 1.05), uniform(-0.08, 0.08, 2)
+    theta = torch.zeros(batch, 2, 3, device=reference.device)
+    theta[:, 0, 0], theta[:, 0, 1] = angle.cos() / scale, -angle.sin() / scale  # output -> input coordinates
+    theta[:, 1, 0], theta[:, 1, 1] = angle.sin() / scale, angle.cos() / scale
+    theta[:, :, 2] = shift  # 0.08 of the [-1, 1] span is 4 % of the image
+    grid = F.affine_grid(theta.to(reference.dtype), list(reference.shape), align_corners=False)
+    moved = F.grid_sample(lit.clamp(0, 1), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return moved * 2 - 1
 
 
 def prior_batch(
