@@ -3,8 +3,8 @@
 Every random draw is taken from a generator seeded by (seed, stream, step, rank), so a resumed run sees exactly
 the batches of the uninterrupted one. Streams: 0 epoch order, 1 flips, 2 masks, 3 reference picks, 4 reference
 flips, 5 reference dropout, 6 self-references, 7 their jitter (6 and 7 only where `train.self_reference` > 0, so
-runs without it draw what they always drew). Two-Face v2's reference prior (prior_batch) is a function of these draws and of the
-photos' landmarks, found once (faces/landmark_cache.py).
+runs without it draw what they always drew). Two-Face v2's reference prior (prior_batch) is a function of these
+draws and of the photos' landmarks, found once (faces/landmark_cache.py).
 """
 
 import os
