@@ -108,9 +108,9 @@ def test_self_references_are_the_photo_itself_jittered_and_off_by_default():
     """train.self_reference: the sample's own photo, re-lit and moved, stands in for its reference (single-photo
     people included); at 0 the draws, and so the batch, are exactly those of runs without the option."""
     identities = torch.tensor([2, 0, 2, 1, 0, 2, 0])  # identity 1 has a single photo
-    images = torch.from_numpy(np.stack([np.asarray(Image.fromarray(
-        (np.random.default_rng(i).random((8, 8, 3)) * 255).astype(np.uint8)).resize((32, 32))) for i in range(7)]))
-    images, index = images.permute(0, 3, 1, 2).contiguous(), torch.tensor([0, 3, 5, 6])  # fmt: skip
+    coarse = (np.random.default_rng(0).random((7, 8, 8, 3)) * 255).astype(np.uint8)
+    smooth = np.stack([np.asarray(Image.fromarray(one).resize((32, 32))) for one in coarse])
+    images, index = torch.from_numpy(smooth).permute(0, 3, 1, 2).contiguous(), torch.tensor([0, 3, 5, 6])
     table = References(identities)
 
     def batch(**train_args):
