@@ -130,9 +130,9 @@ def reference_batch(
     """(reference (B, 3, R, R) in [-1, 1], available (B,), given (B,), picks (B,)) for the images `index` of a step.
 
     `available`: the person has another photo, or the sample is a self-reference (the identity loss to the reference
-    uses it). `given`: available
-    and not dropped (probability `train.reference_dropout`): the generator's `has_reference`. References that are
-    not given are zeroed; the model ignores them exactly, by the flag, never reading them as a black photo.
+    uses it). `given`: available and not dropped (probability `train.reference_dropout`): the generator's
+    `has_reference`. References that are not given are zeroed; the model ignores them exactly, by the flag, never
+    reading them as a black photo.
     `picks`: the references' image numbers. With probability `train.self_reference` a sample's reference is its own
     photo, `jittered`: the exemplar-as-itself training of Paint by Example (Yang et al., CVPR 2023), here so that the
     reference branch and the prior channels learn early that the reference carries the hole's content.
