@@ -241,9 +241,10 @@ def batch(args: argparse.Namespace, number: int, layout) -> tuple[torch.Tensor, 
     return real.contiguous(memory_format=layout), masks(number, 0, cfg, "cpu")
 
 
-def peak_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 matmul rate on `threads` threads: the reference for what the convolutions could reach."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def peak_gflops(threads: int, size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Best matmul rate on `threads` threads (fp32 unless `dtype` says otherwise, e.g. bf16 on a CPU with AMX): the
+    reference for what the convolutions could reach."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
