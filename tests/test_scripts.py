@@ -91,3 +91,32 @@ def test_sample_grid_draws_each_model_on_the_sample(tmp_path):
         bad = subprocess.run([sys.executable, str(script), str(tmp_path / "bad.png"), *arguments],
                              capture_output=True, text=True)  # fmt: skip
         assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1, bad.stderr
+
+
+def test_reference_ceiling_blends_replace_the_completion_by_as_much_as_their_weight():
+    sys.path.insert(0, str(SCRIPT.parent))
+    import torch
+    from reference_ceiling import WEIGHTS, blends, gaussian_blur
+
+    generator = torch.Generator().manual_seed(0)
+    completed = torch.rand(2, 3, 32, 32, generator=generator) * 2 - 1
+    pasted = torch.rand(2, 3, 32, 32, generator=generator) * 2 - 1
+    valid = torch.zeros(2, 1, 32, 32)
+    valid[..., :16] = 1.0  # the warp has pixels on the left half only
+    prior = torch.cat([pasted, valid], dim=1)
+    # a blur keeps a constant image and smooths noise
+    assert torch.allclose(gaussian_blur(torch.full((1, 3, 20, 20), 0.3)), torch.full((1, 3, 20, 20), 0.3))
+    assert gaussian_blur(completed).std() < completed.std() / 2
+    found = blends(completed, pasted, prior)
+    assert set(found) == {f"{source}@{weight}" for source in ("paste", "prior", "details") for weight in WEIGHTS}
+    assert torch.allclose(found["paste@1.0"], pasted) and torch.allclose(found["paste@0.5"], (completed + pasted) / 2)
+    # the raw warp replaces the completion only where it has pixels
+    assert torch.allclose(found["prior@1.0"][..., :16], pasted[..., :16])
+    assert torch.equal(found["prior@1.0"][..., 16:], completed[..., 16:])
+    # details: the completion's blur plus the warp's high frequencies, and nothing where the warp has no pixels
+    assert torch.allclose(
+        found["details@1.0"][..., 4:-4, 4:12],
+        (gaussian_blur(completed) + pasted - gaussian_blur(pasted)).clamp(-1, 1)[..., 4:-4, 4:12],
+        atol=1e-6,
+    )
+    assert torch.equal(found["details@0.5"][..., 16:], completed[..., 16:])
