@@ -14,8 +14,6 @@ Run: python scripts/face_lists.py && python scripts/reference_ceiling.py twoface
 """
 
 import argparse
-import csv
-import io
 import sys
 from pathlib import Path
 
@@ -23,11 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from faceinpaint.atomic import atomic_write
 from faceinpaint.data.datasets import list_images
 from faceinpaint.data.references import same_person_references
 from faceinpaint.errors import InpaintError
-from faceinpaint.evaluation.evaluate import load_masks, read_batch
+from faceinpaint.evaluation.evaluate import read_batch
 from faceinpaint.evaluation.identity import SFaceJudge, cosine
 from faceinpaint.faces.reference_prior import image_prior
 from faceinpaint.images import tensor_to_uint8
@@ -35,6 +32,7 @@ from faceinpaint.inpainter import Inpainter
 
 sys.path.insert(0, str(Path(__file__).parent))
 from paired_difference import summary  # noqa: E402
+from per_face_table import per_face_tables  # noqa: E402
 
 WEIGHTS = (0.25, 0.5, 0.75, 1.0)  # how much of the reference replaces the completion inside the hole
 SOURCES = ("paste", "prior", "details")
@@ -118,30 +116,19 @@ def main() -> int:
         paste = Inpainter.from_pretrained("reference-paste")
         images = list_images(args.images)
         references = same_person_references(images, args.references, args.seed)
-        size = tuple(read_batch([next(iter(images.values()))]).shape[-2:])
-        lines = [
-            "| masks | completion | n | SFace ↑ | − no reference (95 %) | higher |",
-            "|---|---|---|---|---|---|",
-        ]
-        args.out.mkdir(parents=True, exist_ok=True)
-        for masks in args.masks:
-            holes, _ = load_masks(masks, list(images), size, args.seed, list(images.values()))
-            rows = ceiling_scores(model, paste, images, holes, references)
-            if not rows:
-                raise InpaintError(f"{masks}: SFace found no face to score")
-            lines += table(rows, masks)
-            text = io.StringIO()
-            writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-            with atomic_write(args.out / f"{masks.replace(':', '-')}.csv") as stream:
-                stream.write(text.getvalue().encode())
+        header = ["| masks | completion | n | SFace ↑ | − no reference (95 %) | higher |", "|---|---|---|---|---|---|"]
+        text = per_face_tables(
+            images,
+            args.masks,
+            args.seed,
+            header,
+            lambda holes: ceiling_scores(model, paste, images, holes, references),
+            table,
+            args.out,
+        )
     except InpaintError as error:
         print(f"reference_ceiling: {error}", file=sys.stderr)
         return 1
-    text = "\n".join(lines)
-    with atomic_write(args.out / "table.md") as stream:
-        stream.write((text + "\n").encode())
     print(text)
     return 0
 

@@ -11,8 +11,6 @@ Run: python scripts/face_lists.py && python scripts/swap_test.py twoface-face-25
 """
 
 import argparse
-import csv
-import io
 import sys
 import zlib
 from pathlib import Path
@@ -20,17 +18,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faceinpaint.atomic import atomic_write
 from faceinpaint.data.datasets import list_images
 from faceinpaint.data.references import photos_by_person, same_person_references
 from faceinpaint.errors import InpaintError
-from faceinpaint.evaluation.evaluate import load_masks, read_batch
+from faceinpaint.evaluation.evaluate import read_batch
 from faceinpaint.evaluation.identity import SFaceJudge, cosine
 from faceinpaint.images import tensor_to_uint8
 from faceinpaint.inpainter import Inpainter
 
 sys.path.insert(0, str(Path(__file__).parent))
 from paired_difference import summary  # noqa: E402
+from per_face_table import per_face_tables  # noqa: E402
 
 CONDITIONS = ("own", "other", "none")
 
@@ -116,31 +114,23 @@ def main() -> int:
         images = list_images(args.images)
         own = same_person_references(images, args.references, args.seed)
         other = other_person_photos(images, args.references, args.seed)
-        size = tuple(read_batch([next(iter(images.values()))]).shape[-2:])
-        lines = [
+        header = [
             "| masks | identity to | n | own reference | other person's photo | none | paired difference (95 %) "
             "| A higher |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        args.out.mkdir(parents=True, exist_ok=True)
-        for masks in args.masks:
-            holes, _ = load_masks(masks, list(images), size, args.seed, list(images.values()))
-            rows = swap_scores(inpainter, images, holes, own, other, args.batch_size)
-            if not rows:
-                raise InpaintError(f"{masks}: SFace found no face to score")
-            lines += table(rows, masks)
-            text = io.StringIO()
-            writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-            with atomic_write(args.out / f"{masks.replace(':', '-')}.csv") as stream:
-                stream.write(text.getvalue().encode())
+        text = per_face_tables(
+            images,
+            args.masks,
+            args.seed,
+            header,
+            lambda holes: swap_scores(inpainter, images, holes, own, other, args.batch_size),
+            table,
+            args.out,
+        )
     except InpaintError as error:
         print(f"swap_test: {error}", file=sys.stderr)
         return 1
-    text = "\n".join(lines)
-    with atomic_write(args.out / "table.md") as stream:
-        stream.write((text + "\n").encode())
     print(text)
     return 0
 
