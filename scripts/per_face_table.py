@@ -1,6 +1,8 @@
-"""The shared loop of the per-face held-out scripts (swap_test.py, reference_ceiling.py): one mask set at a time,
-score every face, then write the per-face CSV of each set and the Markdown table of all."""
+"""The shared parts of the per-face held-out scripts (swap_test.py, reference_ceiling.py): their common arguments,
+and the loop that scores every face one mask set at a time and writes each set's per-face CSV and the Markdown table
+of all."""
 
+import argparse
 import csv
 import io
 from collections.abc import Callable
@@ -9,6 +11,17 @@ from pathlib import Path
 from faceinpaint.atomic import atomic_write
 from faceinpaint.errors import InpaintError
 from faceinpaint.evaluation.evaluate import load_masks, read_batch
+
+
+def add_held_out_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """The arguments every such script takes: a reference-guided model, the held-out faces and reference pool, the
+    mask sets, the seed of reference draws and generated masks, and where the CSVs and the table go (`out`)."""
+    parser.add_argument("weights", help="a reference-guided model: an installed name or a model dir")
+    parser.add_argument("--images", default="data/lists/val-twoface.flist", help="the held-out faces")
+    parser.add_argument("--references", default="data/lists/val.flist", help="the pool references come from")
+    parser.add_argument("--masks", nargs="+", default=["part:eyes"], help="mask sets (as for evaluate)")
+    parser.add_argument("--seed", type=int, default=0, help="reference draws and generated masks")
+    parser.add_argument("--out", type=Path, default=Path(out), help="per-face CSV and the table")
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

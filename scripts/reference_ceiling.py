@@ -32,7 +32,7 @@ from faceinpaint.inpainter import Inpainter
 
 sys.path.insert(0, str(Path(__file__).parent))
 from paired_difference import summary  # noqa: E402
-from per_face_table import per_face_tables  # noqa: E402
+from per_face_table import add_held_out_arguments, per_face_tables  # noqa: E402
 
 WEIGHTS = (0.25, 0.5, 0.75, 1.0)  # how much of the reference replaces the completion inside the hole
 SOURCES = ("paste", "prior", "details")
@@ -102,12 +102,7 @@ def table(rows: list[dict], label: str) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("weights", help="a reference-guided model: an installed name or a model dir")
-    parser.add_argument("--images", default="data/lists/val-twoface.flist", help="the held-out faces")
-    parser.add_argument("--references", default="data/lists/val.flist", help="the pool references come from")
-    parser.add_argument("--masks", nargs="+", default=["part:eyes"], help="mask sets (as for evaluate)")
-    parser.add_argument("--seed", type=int, default=0, help="reference draws and generated masks")
-    parser.add_argument("--out", type=Path, default=Path("runs/reference-ceiling"), help="per-face CSV and table")
+    add_held_out_arguments(parser, "runs/reference-ceiling")
     args = parser.parse_args()
     try:
         model = Inpainter.from_pretrained(args.weights)

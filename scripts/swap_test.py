@@ -28,7 +28,7 @@ from faceinpaint.inpainter import Inpainter
 
 sys.path.insert(0, str(Path(__file__).parent))
 from paired_difference import summary  # noqa: E402
-from per_face_table import per_face_tables  # noqa: E402
+from per_face_table import add_held_out_arguments, per_face_tables  # noqa: E402
 
 CONDITIONS = ("own", "other", "none")
 
@@ -98,14 +98,9 @@ def table(rows: list[dict], label: str) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("weights", help="a reference-guided model: an installed name or a model dir")
-    parser.add_argument("--images", default="data/lists/val-twoface.flist", help="the held-out faces")
-    parser.add_argument("--references", default="data/lists/val.flist", help="the pool references come from")
-    parser.add_argument("--masks", nargs="+", default=["part:eyes"], help="mask sets (as for evaluate)")
-    parser.add_argument("--seed", type=int, default=0, help="reference draws and generated masks")
+    add_held_out_arguments(parser, "runs/swap-test")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", type=Path, default=Path("runs/swap-test"), help="per-face CSV and the table")
     args = parser.parse_args()
     try:
         inpainter = Inpainter.from_pretrained(args.weights, device=args.device)
